@@ -1,0 +1,261 @@
+//! E.164 phone numbers: parsed once at the edge, then passed around as [`PhoneNumber`].
+
+use std::fmt;
+
+use phonenumber::metadata::DATABASE;
+use phonenumber::{Mode, Type};
+
+/// Why a string is not an acceptable E.164 number. Each variant maps to a Sinch error
+/// (`40005` for the missing plus, `40001` otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    /// The number does not start with `+`.
+    #[error("Phone number missing leading plus sign")]
+    MissingPlus,
+    /// The number is empty.
+    #[error("Phone number is empty")]
+    Empty,
+    /// The number cannot be a phone number in its country.
+    #[error("Number {number} is invalid. {detail}")]
+    Invalid {
+        /// The number as received (safe to echo back to the caller that sent it).
+        number: String,
+        /// Why, in a few words (`Too short.`).
+        detail: &'static str,
+    },
+}
+
+/// The kind of line a number belongs to, from the numbering-plan metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineType {
+    /// A mobile number.
+    Mobile,
+    /// A fixed-line number.
+    FixedLine,
+    /// Mobile or fixed line; the plan does not tell (e.g. NANP).
+    FixedLineOrMobile,
+    /// Free phone.
+    TollFree,
+    /// Premium rate: calls and SMS earn the range holder money.
+    PremiumRate,
+    /// Shared cost.
+    SharedCost,
+    /// Voice over IP.
+    Voip,
+    /// Anything else (personal, pager, UAN, unknown).
+    Other,
+}
+
+/// A valid, possible phone number in E.164 form (`+46700000000`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PhoneNumber {
+    e164: String,
+    country_code: u16,
+    region: Option<String>,
+}
+
+impl PhoneNumber {
+    /// Parses a number that must be in international form with a leading `+`.
+    ///
+    /// Spaces, dashes, dots and parentheses are tolerated and removed. The number must be
+    /// of a possible length for its country; it need not be assigned in the metadata (test
+    /// ranges are common), but its country code must exist.
+    ///
+    /// # Errors
+    /// [`PhoneError`] describing the first problem found.
+    pub fn parse(input: &str) -> Result<Self, PhoneError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(PhoneError::Empty);
+        }
+        if !trimmed.starts_with('+') {
+            return Err(PhoneError::MissingPlus);
+        }
+        let invalid = |detail| PhoneError::Invalid {
+            number: trimmed.chars().take(32).collect(),
+            detail,
+        };
+        let mut digits = String::with_capacity(16);
+        for c in trimmed[1..].chars() {
+            match c {
+                '0'..='9' => digits.push(c),
+                ' ' | '-' | '.' | '(' | ')' => {}
+                _ => return Err(invalid("Not a number.")),
+            }
+        }
+        if digits.len() < 5 {
+            return Err(invalid("Too short."));
+        }
+        if digits.len() > 15 {
+            return Err(invalid("Too long."));
+        }
+        let parsed = phonenumber::parse(None, format!("+{digits}")).map_err(|e| {
+            use phonenumber::ParseError as P;
+            invalid(match e {
+                P::InvalidCountryCode => "Invalid country code.",
+                P::TooShortNsn | P::TooShortAfterIdd => "Too short.",
+                P::TooLong => "Too long.",
+                _ => "Not a number.",
+            })
+        })?;
+        let national = parsed.national().to_string();
+        let meta = parsed.metadata(&DATABASE).or_else(|| {
+            DATABASE
+                .by_code(&parsed.code().value())
+                .and_then(|m| m.into_iter().next())
+        });
+        let Some(meta) = meta else {
+            return Err(invalid("Invalid country code."));
+        };
+        let lengths = meta.descriptors().general().possible_length();
+        let len = national.len() as u16;
+        if let (Some(min), Some(max)) = (lengths.first(), lengths.last()) {
+            if len < *min {
+                return Err(invalid("Too short."));
+            }
+            if len > *max {
+                return Err(invalid("Too long."));
+            }
+            if !lengths.contains(&len) {
+                return Err(invalid("Invalid length."));
+            }
+        }
+        let region = parsed
+            .country()
+            .id()
+            .map(|id| id.as_ref().to_string())
+            .filter(|r| r != "001");
+        Ok(Self {
+            e164: parsed.format().mode(Mode::E164).to_string(),
+            country_code: parsed.code().value(),
+            region,
+        })
+    }
+
+    /// Rebuilds a number that was validated before (e.g. read back from the store).
+    /// Falls back to a region-less number if the metadata changed since.
+    pub fn from_trusted(e164: &str) -> Self {
+        Self::parse(e164).unwrap_or_else(|_| Self {
+            e164: e164.to_string(),
+            country_code: 0,
+            region: None,
+        })
+    }
+
+    /// The E.164 string, with its `+`.
+    pub fn as_str(&self) -> &str {
+        &self.e164
+    }
+
+    /// The country calling code (`46` for Sweden).
+    pub fn country_code(&self) -> u16 {
+        self.country_code
+    }
+
+    /// The ISO 3166-1 alpha-2 region (`SE`), when the number belongs to one.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// The line type from the numbering plan.
+    pub fn line_type(&self) -> LineType {
+        let Ok(parsed) = phonenumber::parse(None, &self.e164) else {
+            return LineType::Other;
+        };
+        match parsed.number_type(&DATABASE) {
+            Type::Mobile => LineType::Mobile,
+            Type::FixedLine => LineType::FixedLine,
+            Type::FixedLineOrMobile => LineType::FixedLineOrMobile,
+            Type::TollFree => LineType::TollFree,
+            Type::PremiumRate => LineType::PremiumRate,
+            Type::SharedCost => LineType::SharedCost,
+            Type::Voip => LineType::Voip,
+            _ => LineType::Other,
+        }
+    }
+
+    /// The number masked for logs: country code and last two digits kept (`+46*******00`).
+    pub fn masked(&self) -> String {
+        mask(&self.e164)
+    }
+}
+
+/// Masks any number-like string for logging: keeps the `+`, up to three leading digits and
+/// the last two; everything between becomes `*`.
+pub fn mask(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    let n = chars.len();
+    if n <= 4 {
+        return "*".repeat(n);
+    }
+    let head = if chars[0] == '+' { 3.min(n - 2) } else { 2 };
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < head || i >= n - 2 { *c } else { '*' })
+        .collect()
+}
+
+impl fmt::Display for PhoneNumber {
+    /// Displays the *masked* form, so a number never reaches a log line by accident.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_swedish_mobile_number_with_region() {
+        let n = PhoneNumber::parse("+46700000000").unwrap();
+        assert_eq!(n.as_str(), "+46700000000");
+        assert_eq!(n.region(), Some("SE"));
+        assert_eq!(n.country_code(), 46);
+    }
+
+    #[test]
+    fn tolerates_formatting_characters() {
+        let n = PhoneNumber::parse(" +33 6 12-34-56-78 ").unwrap();
+        assert_eq!(n.as_str(), "+33612345678");
+        assert_eq!(n.region(), Some("FR"));
+    }
+
+    #[test]
+    fn rejects_a_number_without_plus() {
+        assert_eq!(
+            PhoneNumber::parse("46700000000"),
+            Err(PhoneError::MissingPlus)
+        );
+    }
+
+    #[test]
+    fn rejects_too_short_numbers_like_sinch() {
+        let err = PhoneNumber::parse("+4813").unwrap_err();
+        assert_eq!(err.to_string(), "Number +4813 is invalid. Too short.");
+    }
+
+    #[test]
+    fn rejects_letters_and_unknown_country_codes() {
+        assert!(PhoneNumber::parse("+46abc").is_err());
+        assert!(PhoneNumber::parse("+999123456789").is_err());
+        assert!(PhoneNumber::parse("+4670000000000000000").is_err());
+    }
+
+    #[test]
+    fn nanp_numbers_get_their_region() {
+        let n = PhoneNumber::parse("+12015550123").unwrap();
+        assert_eq!(n.region(), Some("US"));
+    }
+
+    #[test]
+    fn masking_hides_the_middle() {
+        assert_eq!(mask("+46700000012"), "+46*******12");
+        assert_eq!(
+            format!("{}", PhoneNumber::parse("+46700000012").unwrap()),
+            "+46*******12"
+        );
+        assert_eq!(mask("123"), "***");
+    }
+}
