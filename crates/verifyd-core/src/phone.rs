@@ -132,14 +132,14 @@ impl PhoneNumber {
         })
     }
 
-    /// Rebuilds a number that was validated before (e.g. read back from the store).
-    /// Falls back to a region-less number if the metadata changed since.
-    pub fn from_trusted(e164: &str) -> Self {
-        Self::parse(e164).unwrap_or_else(|_| Self {
-            e164: e164.to_string(),
-            country_code: 0,
-            region: None,
-        })
+    /// Rebuilds a number that was validated before (read back from the store) without
+    /// parsing it again.
+    pub fn from_parts(e164: String, country_code: u16, region: Option<String>) -> Self {
+        Self {
+            e164,
+            country_code,
+            region,
+        }
     }
 
     /// The E.164 string, with its `+`.

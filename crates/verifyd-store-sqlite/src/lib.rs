@@ -1,0 +1,573 @@
+//! The SQLite backend of verifyd.
+//!
+//! SQLite has one writer at a time, so this store embraces it: a single writer thread owns
+//! the only write connection and **group-commits** — it takes every write that queued up
+//! while the previous transaction was committing, runs each inside its own savepoint (so one
+//! failed write cannot spoil the others), and commits them with one `COMMIT` (one fsync).
+//! Each caller is answered only after that commit, so an answered write is durable. Reads
+//! run on a small pool of read-only connections; WAL mode lets them proceed during writes.
+//!
+//! # Layout
+//! - [`SqliteStore`]: opening, migrations, the writer loop and the reader pool.
+//! - `rows`: mapping between rows and domain types (private).
+
+mod rows;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use verifyd_core::{Method, Status, Verification, VerificationId};
+use verifyd_store::{Application, Store, StoreError, StoreResult};
+
+use crate::rows::{
+    VERIFICATION_COLUMNS, app_from_row, micros, verification_from_row, verification_params,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 512;
+
+/// How durable a commit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync the WAL on every commit: survives power loss (the default).
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives a crash of verifyd (`kill -9`), not of the OS.
+    Normal,
+}
+
+/// Options for [`SqliteStore::open`].
+#[derive(Debug, Clone, Default)]
+pub struct SqliteOptions {
+    /// Commit durability.
+    pub synchronous: Synchronous,
+}
+
+type Finish = Box<dyn FnOnce(bool) + Send>;
+/// A write: runs on the writer connection inside a savepoint, returns whether it succeeded
+/// (else its savepoint is rolled back) and how to answer once the commit is known.
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// Dropping the last sender ends the writer thread.
+    writer: std_mpsc::Sender<WriteJob>,
+    readers: Arc<ReaderPool>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    /// A std `Mutex`: held only to push or pop a connection, never across I/O or `.await`.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn get(&self) -> anyhow::Result<Connection> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("Failed to open {} for reading", self.path.display()))?;
+        conn.busy_timeout(StdDuration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < 8 {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Turns `sqlite://PATH[?query]`, `sqlite:PATH` or a bare path into a path.
+pub fn path_from_url(url: &str) -> PathBuf {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let rest = rest.split('?').next().unwrap_or(rest);
+    PathBuf::from(rest)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, in WAL mode, and migrates it.
+    ///
+    /// # Errors
+    /// If the file cannot be opened or a migration fails.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> anyhow::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path)
+            .with_context(|| format!("Failed to open SQLite database {}", path.display()))?;
+        let sync = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+        ))
+        .context("Failed to set SQLite pragmas")?;
+        conn.busy_timeout(StdDuration::from_secs(5))?;
+        migrate(&mut conn)?;
+        let (tx, rx) = std_mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("verifyd-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .context("Failed to start the SQLite writer thread")?;
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(ReaderPool {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Runs `f` on the writer inside a savepoint of the next group commit; answers after the
+    /// commit.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let result = if committed || result.is_err() {
+                    result
+                } else {
+                    Err(StoreError::Other(anyhow::anyhow!("SQLite commit failed")))
+                };
+                let _ = tx.send(result);
+            });
+            (ok, finish)
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("SQLite writer thread has stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("SQLite writer dropped a write"))?
+    }
+
+    /// Runs `f` on a pooled read connection in the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.get()?;
+            let result = f(&conn);
+            readers.put(conn);
+            result
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("SQLite reader task failed: {e}"))?
+        .map_err(StoreError::Other)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("SQLite migration {} failed", i + 1))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied SQLite migration");
+    }
+    Ok(())
+}
+
+/// The writer thread: batch, savepoint each job, commit once, then answer everyone.
+fn writer_loop(conn: Connection, rx: std_mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "SQLite BEGIN failed");
+            for job in batch {
+                // Run nothing; answer failure.
+                drop(job);
+            }
+            continue;
+        }
+        let mut finishers = Vec::with_capacity(batch.len());
+        for job in batch {
+            if conn.execute_batch("SAVEPOINT w").is_err() {
+                finishers.push(Box::new(|_| {}) as Finish);
+                continue;
+            }
+            let (ok, finish) = job(&conn);
+            let end = if ok {
+                "RELEASE w"
+            } else {
+                "ROLLBACK TO w; RELEASE w"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "SQLite savepoint failed");
+            }
+            finishers.push(finish);
+        }
+        let committed = match conn.execute_batch("COMMIT") {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "SQLite COMMIT failed; rolling back the batch");
+                let _ = conn.execute_batch("ROLLBACK");
+                false
+            }
+        };
+        for finish in finishers {
+            finish(committed);
+        }
+    }
+}
+
+fn other(e: rusqlite::Error) -> StoreError {
+    StoreError::Other(e.into())
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn select_verification_sql(filter: &str) -> String {
+    format!("SELECT {VERIFICATION_COLUMNS} FROM verifications WHERE {filter}")
+}
+
+fn write_verification_row(conn: &Connection, v: &Verification) -> rusqlite::Result<()> {
+    let sql = format!(
+        "INSERT INTO verifications ({VERIFICATION_COLUMNS}) VALUES ({})",
+        vec!["?"; 28].join(",")
+    );
+    conn.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(verification_params(v)))?;
+    Ok(())
+}
+
+/// Writes the mutable fields back if the stored version is `v.version`; bumps it.
+fn cas_update(conn: &Connection, v: &Verification) -> StoreResult<()> {
+    let p = verification_params(v);
+    let changed = conn
+        .prepare_cached(
+            "UPDATE verifications SET status = ?1, reason = ?2, attempts = ?3, finished_at = ?4,
+                source = ?5, has_call = ?6, call_result = ?7, call_complete = ?8,
+                billable_duration = ?9, termination_currency = ?10, termination_amount = ?11,
+                version = version + 1
+             WHERE id = ?12 AND version = ?13",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                p[6], p[7], p[12], p[16], p[17], p[20], p[21], p[22], p[23], p[24], p[25], p[0],
+                v.version as i64
+            ])
+        })
+        .map_err(other)?;
+    if changed == 0 {
+        return Err(StoreError::Conflict {
+            constraint: "version",
+        });
+    }
+    Ok(())
+}
+
+fn query_verifications(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<Verification>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, verification_from_row)?;
+    rows.collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_application(&self, app: &Application) -> StoreResult<()> {
+        let app = app.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO applications (key, name, secret, callback_url, min_auth, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    app.key,
+                    app.name,
+                    app.secret,
+                    app.callback_url,
+                    app.min_auth.as_str(),
+                    micros(app.created_at)
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict {
+                        constraint: "application",
+                    }
+                } else {
+                    other(e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upsert_application(&self, app: &Application) -> StoreResult<()> {
+        let app = app.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO applications (key, name, secret, callback_url, min_auth, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (key) DO UPDATE SET name = excluded.name, secret = excluded.secret,
+                    callback_url = excluded.callback_url, min_auth = excluded.min_auth",
+                params![
+                    app.key,
+                    app.name,
+                    app.secret,
+                    app.callback_url,
+                    app.min_auth.as_str(),
+                    micros(app.created_at)
+                ],
+            )
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn application(&self, key: &str) -> StoreResult<Option<Application>> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT key, name, secret, callback_url, min_auth, created_at
+                     FROM applications WHERE key = ?1",
+                )?
+                .query_row([key], app_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_applications(&self) -> StoreResult<Vec<Application>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, name, secret, callback_url, min_auth, created_at
+                 FROM applications ORDER BY created_at, key",
+            )?;
+            let rows = stmt.query_map([], app_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn server_key(&self, name: &str, fresh: [u8; 32]) -> StoreResult<[u8; 32]> {
+        let name = name.to_string();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO server_keys (name, value) VALUES (?1, ?2)",
+                params![name, fresh.as_slice()],
+            )
+            .map_err(other)?;
+            let value: Vec<u8> = conn
+                .query_row(
+                    "SELECT value FROM server_keys WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .map_err(other)?;
+            value.try_into().map_err(|_| {
+                StoreError::Other(anyhow::anyhow!("server key {name} is not 32 bytes"))
+            })
+        })
+        .await
+    }
+
+    async fn insert_verification(&self, v: &Verification) -> StoreResult<Vec<Verification>> {
+        let v = v.clone();
+        self.write(move |conn| {
+            if let Some(reference) = &v.reference {
+                let taken: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM verifications WHERE app = ?1 AND reference = ?2",
+                    )
+                    .and_then(|mut s| s.query_row(params![v.app, reference], |r| r.get(0)))
+                    .optional()
+                    .map_err(other)?;
+                if taken.is_some() {
+                    return Err(StoreError::Conflict {
+                        constraint: "reference",
+                    });
+                }
+            }
+            let mut aborted = if v.status == Status::Pending {
+                query_verifications(
+                    conn,
+                    &select_verification_sql(
+                        "app = ?1 AND method = ?2 AND endpoint = ?3 AND status = 'PENDING'",
+                    ),
+                    params![v.app, v.method.as_str(), v.identity.as_str()],
+                )
+                .map_err(other)?
+            } else {
+                Vec::new()
+            };
+            for old in &mut aborted {
+                old.abort(v.created_at);
+                cas_update(conn, old)?;
+                old.version += 1;
+            }
+            write_verification_row(conn, &v).map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict {
+                        constraint: "reference",
+                    }
+                } else {
+                    other(e)
+                }
+            })?;
+            Ok(aborted)
+        })
+        .await
+    }
+
+    async fn update_verification(&self, v: &mut Verification) -> StoreResult<()> {
+        let copy = v.clone();
+        self.write(move |conn| cas_update(conn, &copy)).await?;
+        v.version += 1;
+        Ok(())
+    }
+
+    async fn verification(
+        &self,
+        app: &str,
+        id: VerificationId,
+    ) -> StoreResult<Option<Verification>> {
+        let app = app.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&select_verification_sql("id = ?1 AND app = ?2"))?
+                .query_row(
+                    params![id.as_bytes().as_slice(), app],
+                    verification_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn verification_by_id(&self, id: VerificationId) -> StoreResult<Option<Verification>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&select_verification_sql("id = ?1"))?
+                .query_row(params![id.as_bytes().as_slice()], verification_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn verification_by_reference(
+        &self,
+        app: &str,
+        reference: &str,
+    ) -> StoreResult<Option<Verification>> {
+        let (app, reference) = (app.to_string(), reference.to_string());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&select_verification_sql("app = ?1 AND reference = ?2"))?
+                .query_row(params![app, reference], verification_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn verification_by_identity(
+        &self,
+        app: &str,
+        method: Method,
+        endpoint: &str,
+    ) -> StoreResult<Option<Verification>> {
+        let (app, endpoint) = (app.to_string(), endpoint.to_string());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&select_verification_sql(
+                    "app = ?1 AND method = ?2 AND endpoint = ?3
+                     ORDER BY status = 'PENDING' DESC, created_at DESC, id DESC LIMIT 1",
+                ))?
+                .query_row(
+                    params![app, method.as_str(), endpoint],
+                    verification_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn expire_due(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<Vec<Verification>> {
+        self.write(move |conn| {
+            let mut due = query_verifications(
+                conn,
+                &select_verification_sql(
+                    "status = 'PENDING' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+                ),
+                params![micros(now), limit as i64],
+            )
+            .map_err(other)?;
+            for v in &mut due {
+                if v.expire_if_due(now) {
+                    cas_update(conn, v)?;
+                    v.version += 1;
+                }
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_become_paths() {
+        assert_eq!(path_from_url("sqlite://verifyd.db"), PathBuf::from("verifyd.db"));
+        assert_eq!(path_from_url("sqlite:///tmp/x.db?mode=rwc"), PathBuf::from("/tmp/x.db"));
+        assert_eq!(path_from_url("sqlite:x.db"), PathBuf::from("x.db"));
+        assert_eq!(path_from_url("plain.db"), PathBuf::from("plain.db"));
+    }
+}

@@ -1,0 +1,377 @@
+//! The conformance suite every [`Store`] backend must pass, unchanged.
+//!
+//! A backend's tests instantiate it with [`conformance_tests!`](crate::conformance_tests),
+//! which generates one `#[tokio::test]` per story, each on a fresh store from the backend's
+//! own `async fn() -> Arc<dyn Store>`.
+
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use verifyd_core::{
+    CodeHasher, CodeType, Method, Money, NewVerification, PhoneNumber, Reason, Source, Status,
+    Verification, VerificationId,
+};
+
+use crate::{Application, MinAuth, Store, StoreError};
+
+/// The instant every story starts at.
+pub const T0: OffsetDateTime = datetime!(2026-11-26 10:00:00.123456 UTC);
+
+/// Generates one test per story for a backend: `conformance_tests!(crate::fresh_store);`
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path) => {
+        $crate::conformance_tests!(@each $make,
+            applications_round_trip,
+            server_key_is_created_once,
+            verification_round_trips_every_field,
+            a_reference_is_unique_per_application,
+            a_new_start_supersedes_the_pending_one,
+            concurrent_starts_leave_exactly_one_pending,
+            stale_updates_are_rejected,
+            concurrent_correct_reports_succeed_exactly_once,
+            identity_lookup_prefers_the_pending_verification,
+            applications_cannot_see_each_other,
+            expire_due_fails_only_due_pending_verifications
+        );
+    };
+    (@each $make:path, $($story:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $story() {
+                let store = $make().await;
+                $crate::conformance::$story(store).await;
+            }
+        )+
+    };
+}
+
+fn hasher() -> CodeHasher {
+    CodeHasher::new([7; 32])
+}
+
+fn app(key: &str) -> Application {
+    Application {
+        key: key.into(),
+        name: format!("{key} name"),
+        secret: "YXBwU2VjcmV0".into(),
+        callback_url: None,
+        min_auth: MinAuth::Basic,
+        created_at: T0,
+    }
+}
+
+/// A fresh PENDING SMS verification with secret `123456`.
+pub fn sms(app: &str, number: &str, seed: u64) -> Verification {
+    let mut rng = StdRng::seed_from_u64(seed);
+    Verification::start(
+        NewVerification {
+            id: VerificationId::random(&mut rng),
+            app: app.into(),
+            method: Method::Sms,
+            identity: PhoneNumber::parse(number).expect("valid test number"),
+            reference: None,
+            custom: None,
+            secret: "123456".into(),
+            code_type: Some(CodeType::Numeric),
+            ttl: Duration::minutes(10),
+            max_attempts: 3,
+            price: Some(Money {
+                currency: "EUR".into(),
+                amount: 0.0453,
+            }),
+            locale: Some("en-US".into()),
+        },
+        &hasher(),
+        T0,
+    )
+}
+
+/// Applications can be inserted, upserted, read and listed; duplicate keys conflict.
+pub async fn applications_round_trip(store: Arc<dyn Store>) {
+    let a = app("k1");
+    store.insert_application(&a).await.unwrap();
+    assert_eq!(store.application("k1").await.unwrap(), Some(a.clone()));
+    assert!(matches!(
+        store.insert_application(&a).await,
+        Err(StoreError::Conflict {
+            constraint: "application"
+        })
+    ));
+    let mut changed = a.clone();
+    changed.callback_url = Some("https://example.com/cb".into());
+    changed.min_auth = MinAuth::Public;
+    store.upsert_application(&changed).await.unwrap();
+    assert_eq!(store.application("k1").await.unwrap(), Some(changed));
+    store.upsert_application(&app("k2")).await.unwrap();
+    let keys: Vec<String> = store
+        .list_applications()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.key)
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.contains(&"k2".to_string()));
+    assert_eq!(store.application("nope").await.unwrap(), None);
+}
+
+/// The first `server_key` call stores its fresh key; later calls return that one.
+pub async fn server_key_is_created_once(store: Arc<dyn Store>) {
+    let first = store.server_key("code", [1; 32]).await.unwrap();
+    assert_eq!(first, [1; 32]);
+    let again = store.server_key("code", [2; 32]).await.unwrap();
+    assert_eq!(again, [1; 32]);
+    let other = store.server_key("other", [3; 32]).await.unwrap();
+    assert_eq!(other, [3; 32]);
+}
+
+/// Every field written comes back, including call info and timestamps to the microsecond.
+pub async fn verification_round_trips_every_field(store: Arc<dyn Store>) {
+    let mut v = sms("app", "+46700000001", 1);
+    v.reference = Some("ref ü/1".into());
+    v.custom = Some("c".repeat(4096));
+    store.insert_verification(&v).await.unwrap();
+    assert_eq!(store.verification("app", v.id).await.unwrap(), Some(v.clone()));
+
+    let mut call = sms("app", "+46700000002", 2);
+    call.method = Method::Callout;
+    call.call = Some(verifyd_core::CallInfo {
+        result: Some(verifyd_core::CallResult::Answered),
+        complete: true,
+        billable_duration: 17,
+        termination_price: Some(Money {
+            currency: "EUR".into(),
+            amount: 0.01,
+        }),
+    });
+    store.insert_verification(&call).await.unwrap();
+    let mut back = store.verification("app", call.id).await.unwrap().unwrap();
+    assert_eq!(back, call);
+
+    let answer = back.report("123456", Source::Intercepted, &hasher(), T0 + Duration::seconds(3));
+    assert_eq!(answer.status, Status::Successful);
+    store.update_verification(&mut back).await.unwrap();
+    assert_eq!(back.version, 1);
+    assert_eq!(store.verification("app", call.id).await.unwrap(), Some(back));
+    assert_eq!(
+        store.verification_by_reference("app", "ref ü/1").await.unwrap().map(|v| v.id),
+        Some(v.id)
+    );
+    assert_eq!(store.verification_by_id(v.id).await.unwrap().map(|v| v.id), Some(v.id));
+}
+
+/// A reference can be used once per application; another application may reuse it.
+pub async fn a_reference_is_unique_per_application(store: Arc<dyn Store>) {
+    let mut a = sms("app", "+46700000003", 3);
+    a.reference = Some("r1".into());
+    store.insert_verification(&a).await.unwrap();
+    let mut b = sms("app", "+46700000004", 4);
+    b.reference = Some("r1".into());
+    assert!(matches!(
+        store.insert_verification(&b).await,
+        Err(StoreError::Conflict {
+            constraint: "reference"
+        })
+    ));
+    assert_eq!(store.verification("app", b.id).await.unwrap(), None);
+    let mut c = sms("other", "+46700000004", 5);
+    c.reference = Some("r1".into());
+    store.insert_verification(&c).await.unwrap();
+}
+
+/// Starting again for the same number and method aborts the pending one.
+pub async fn a_new_start_supersedes_the_pending_one(store: Arc<dyn Store>) {
+    let first = sms("app", "+46700000005", 6);
+    assert!(store.insert_verification(&first).await.unwrap().is_empty());
+    let second = sms("app", "+46700000005", 7);
+    let aborted = store.insert_verification(&second).await.unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].id, first.id);
+    assert_eq!(aborted[0].status, Status::Aborted);
+    let stored_first = store.verification("app", first.id).await.unwrap().unwrap();
+    assert_eq!(stored_first.status, Status::Aborted);
+    assert!(stored_first.finished_at.is_some());
+    // A different method for the same number is independent.
+    let mut flash = sms("app", "+46700000005", 8);
+    flash.method = Method::Flashcall;
+    assert!(store.insert_verification(&flash).await.unwrap().is_empty());
+    assert_eq!(
+        store.verification("app", second.id).await.unwrap().unwrap().status,
+        Status::Pending
+    );
+}
+
+/// Racing starts for one number end with exactly one PENDING verification.
+pub async fn concurrent_starts_leave_exactly_one_pending(store: Arc<dyn Store>) {
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let v = sms("app", "+46700000006", 100 + i);
+                store.insert_verification(&v).await.map(|_| v.id)
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.push(h.await.unwrap().unwrap());
+    }
+    let mut pending = 0;
+    for id in ids {
+        if store.verification("app", id).await.unwrap().unwrap().status == Status::Pending {
+            pending += 1;
+        }
+    }
+    assert_eq!(pending, 1);
+}
+
+/// An update based on a stale read is refused and changes nothing.
+pub async fn stale_updates_are_rejected(store: Arc<dyn Store>) {
+    let v = sms("app", "+46700000007", 9);
+    store.insert_verification(&v).await.unwrap();
+    let mut a = store.verification("app", v.id).await.unwrap().unwrap();
+    let mut b = a.clone();
+    a.report("000000", Source::Manual, &hasher(), T0);
+    store.update_verification(&mut a).await.unwrap();
+    b.report("123456", Source::Manual, &hasher(), T0);
+    assert!(matches!(
+        store.update_verification(&mut b).await,
+        Err(StoreError::Conflict {
+            constraint: "version"
+        })
+    ));
+    let now = store.verification("app", v.id).await.unwrap().unwrap();
+    assert_eq!(now.status, Status::Pending);
+    assert_eq!(now.attempts, 1);
+}
+
+/// Many concurrent read-apply-write loops with the right code: exactly one of them makes the
+/// SUCCESSFUL transition.
+pub async fn concurrent_correct_reports_succeed_exactly_once(store: Arc<dyn Store>) {
+    let v = sms("app", "+46700000008", 10);
+    store.insert_verification(&v).await.unwrap();
+    let handles: Vec<_> = (0..12)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut cur = store.verification("app", v.id).await.unwrap().unwrap();
+                    let answer = cur.report("123456", Source::Manual, &hasher(), T0);
+                    if !answer.outcome.changed() {
+                        return false;
+                    }
+                    match store.update_verification(&mut cur).await {
+                        Ok(()) => return answer.outcome.finished(),
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut transitions = 0;
+    for h in handles {
+        if h.await.unwrap() {
+            transitions += 1;
+        }
+    }
+    assert_eq!(transitions, 1);
+    let done = store.verification("app", v.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Successful);
+    assert_eq!(done.version, 1);
+}
+
+/// By identity: the pending verification if any, else the newest.
+pub async fn identity_lookup_prefers_the_pending_verification(store: Arc<dyn Store>) {
+    let number = "+46700000009";
+    assert!(
+        store
+            .verification_by_identity("app", Method::Sms, number)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut old = sms("app", number, 11);
+    old.created_at = T0 - Duration::minutes(1);
+    store.insert_verification(&old).await.unwrap();
+    let newer = sms("app", number, 12);
+    store.insert_verification(&newer).await.unwrap();
+    let hit = store
+        .verification_by_identity("app", Method::Sms, number)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hit.id, newer.id);
+    let mut done = hit;
+    done.report("123456", Source::Manual, &hasher(), T0);
+    store.update_verification(&mut done).await.unwrap();
+    let hit = store
+        .verification_by_identity("app", Method::Sms, number)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hit.id, newer.id, "the newest when none is pending");
+    assert!(
+        store
+            .verification_by_identity("app", Method::Callout, number)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// No lookup crosses applications.
+pub async fn applications_cannot_see_each_other(store: Arc<dyn Store>) {
+    let mut v = sms("a1", "+46700000010", 13);
+    v.reference = Some("shared".into());
+    store.insert_verification(&v).await.unwrap();
+    assert!(store.verification("a2", v.id).await.unwrap().is_none());
+    assert!(store.verification_by_reference("a2", "shared").await.unwrap().is_none());
+    assert!(
+        store
+            .verification_by_identity("a2", Method::Sms, "+46700000010")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Superseding in a2 does not touch a1's pending verification.
+    store.insert_verification(&sms("a2", "+46700000010", 14)).await.unwrap();
+    assert_eq!(
+        store.verification("a1", v.id).await.unwrap().unwrap().status,
+        Status::Pending
+    );
+}
+
+/// The sweeper fails exactly the PENDING verifications that are due.
+pub async fn expire_due_fails_only_due_pending_verifications(store: Arc<dyn Store>) {
+    let due = sms("app", "+46700000011", 15);
+    let mut later = sms("app", "+46700000012", 16);
+    later.expires_at = T0 + Duration::hours(1);
+    let mut finished = sms("app", "+46700000013", 17);
+    finished.report("123456", Source::Manual, &hasher(), T0);
+    for v in [&due, &later, &finished] {
+        store.insert_verification(v).await.unwrap();
+    }
+    let expired = store
+        .expire_due(T0 + Duration::minutes(10), 100)
+        .await
+        .unwrap();
+    assert_eq!(expired.iter().map(|v| v.id).collect::<Vec<_>>(), vec![due.id]);
+    assert_eq!(expired[0].reason, Some(Reason::Expired));
+    let stored = store.verification("app", due.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.reason), (Status::Fail, Some(Reason::Expired)));
+    assert_eq!(stored.version, 1);
+    assert_eq!(
+        store.verification("app", later.id).await.unwrap().unwrap().status,
+        Status::Pending
+    );
+    assert_eq!(
+        store.verification("app", finished.id).await.unwrap().unwrap().status,
+        Status::Successful
+    );
+    assert!(store.expire_due(T0 + Duration::minutes(10), 100).await.unwrap().is_empty());
+}
