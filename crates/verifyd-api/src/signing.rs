@@ -136,7 +136,8 @@ mod tests {
 
     #[test]
     fn vector_a_dotnet_spaced_body() {
-        let body = br#"{"identity": {"type": "number", "endpoint": "+46700000000"}, "method": "sms"}"#;
+        let body =
+            br#"{"identity": {"type": "number", "endpoint": "+46700000000"}, "method": "sms"}"#;
         assert_eq!(content_md5(body), "c5jl2EZiU6BpQ2QiBOJ/gQ==");
         let req = SignedRequest {
             verb: "POST",
@@ -145,7 +146,10 @@ mod tests {
             timestamp: "2014-06-04T13:41:58Z",
             resource: "/verification/v1/verifications",
         };
-        assert_eq!(sign(SECRET_A, req), "h6rXrFayOoggyHW4ymnLlfSDkZZPg6j98lHzvOXVjvw=");
+        assert_eq!(
+            sign(SECRET_A, req),
+            "h6rXrFayOoggyHW4ymnLlfSDkZZPg6j98lHzvOXVjvw="
+        );
         assert!(verify(
             &decode_secret(SECRET_A).unwrap(),
             &req.string_to_sign(),
@@ -164,9 +168,15 @@ mod tests {
             timestamp: "2014-06-04T13:41:58Z",
             resource: "/verification/v1/verifications",
         };
-        assert_eq!(sign(SECRET_A, req), "wxT5A+6UqeWyMpRhHeyPKiihuYTt8v5swfEKzs8zjPc=");
+        assert_eq!(
+            sign(SECRET_A, req),
+            "wxT5A+6UqeWyMpRhHeyPKiihuYTt8v5swfEKzs8zjPc="
+        );
         req.content_type = "application/json; charset=UTF-8";
-        assert_eq!(sign(SECRET_A, req), "xvFNEIvjzYsEb0eUvZFghc/1YKJEK9lVhhmwf/+GSkw=");
+        assert_eq!(
+            sign(SECRET_A, req),
+            "xvFNEIvjzYsEb0eUvZFghc/1YKJEK9lVhhmwf/+GSkw="
+        );
     }
 
     #[test]
@@ -178,7 +188,10 @@ mod tests {
             timestamp: "2014-06-04T13:41:58Z",
             resource: "/verification/v1/verifications",
         };
-        assert_eq!(sign(SECRET_A, req), "srx3SkKXw/ryFJLfwFFzZTigPxR/1+9Ae+eB3olDIjM=");
+        assert_eq!(
+            sign(SECRET_A, req),
+            "srx3SkKXw/ryFJLfwFFzZTigPxR/1+9Ae+eB3olDIjM="
+        );
     }
 
     #[test]
@@ -192,7 +205,10 @@ mod tests {
             timestamp: "2023-11-22T09:10:11.999Z",
             resource: "/path/pathParamValue",
         };
-        assert_eq!(sign(SECRET_C, req), "QP3OzQZVzRZAEev6DBLvJkgpiqyZPuXYsc7oyjUV0K8=");
+        assert_eq!(
+            sign(SECRET_C, req),
+            "QP3OzQZVzRZAEev6DBLvJkgpiqyZPuXYsc7oyjUV0K8="
+        );
     }
 
     #[test]
@@ -204,7 +220,10 @@ mod tests {
             timestamp: "2023-11-22T09:10:11.999Z",
             resource: "/path/pathParamValue",
         };
-        assert_eq!(sign(SECRET_C, req), "nsrLDvP6KVD/dAxb3IfAncdwjPFJVWSrseEFOcZge+A=");
+        assert_eq!(
+            sign(SECRET_C, req),
+            "nsrLDvP6KVD/dAxb3IfAncdwjPFJVWSrseEFOcZge+A="
+        );
     }
 
     #[test]
@@ -239,11 +258,26 @@ mod tests {
         };
         assert!(verify(&key, &base.string_to_sign(), good));
         let variants = [
-            SignedRequest { verb: "PUT", ..base },
-            SignedRequest { body: b"{}", ..base },
-            SignedRequest { content_type: "text/plain", ..base },
-            SignedRequest { timestamp: "2014-09-24T10:59:42Z", ..base },
-            SignedRequest { resource: "/sinch/callback/other", ..base },
+            SignedRequest {
+                verb: "PUT",
+                ..base
+            },
+            SignedRequest {
+                body: b"{}",
+                ..base
+            },
+            SignedRequest {
+                content_type: "text/plain",
+                ..base
+            },
+            SignedRequest {
+                timestamp: "2014-09-24T10:59:42Z",
+                ..base
+            },
+            SignedRequest {
+                resource: "/sinch/callback/other",
+                ..base
+            },
         ];
         for v in variants {
             assert!(!verify(&key, &v.string_to_sign(), good), "{v:?}");

@@ -19,7 +19,10 @@ impl Templates {
     /// exact template (case-insensitive), else one sharing its language (`sv` → `sv-SE`),
     /// else the default locale. Returns the chosen locale and its template.
     pub fn negotiate(&self, accept_language: Option<&str>) -> (String, String) {
-        for tag in accept_language.map(parse_accept_language).unwrap_or_default() {
+        for tag in accept_language
+            .map(parse_accept_language)
+            .unwrap_or_default()
+        {
             if let Some((locale, template)) = self.lookup(&tag) {
                 return (locale.clone(), template.clone());
             }

@@ -81,7 +81,9 @@ impl CliRange {
             .strip_prefix('+')
             .ok_or_else(|| format!("CLI prefix {prefix:?} must start with '+'"))?;
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("CLI prefix {prefix:?} must be '+' followed by digits"));
+            return Err(format!(
+                "CLI prefix {prefix:?} must be '+' followed by digits"
+            ));
         }
         if !(1..=10).contains(&random_digits) {
             return Err(format!(
@@ -89,7 +91,9 @@ impl CliRange {
             ));
         }
         if digits.len() + random_digits > 15 {
-            return Err(format!("CLI range {prefix}: numbers would exceed 15 digits"));
+            return Err(format!(
+                "CLI range {prefix}: numbers would exceed 15 digits"
+            ));
         }
         Ok(Self {
             prefix_digits: digits.to_string(),
@@ -111,10 +115,7 @@ impl CliRange {
     /// The `cliFilter` regex the handset applies to incoming calls: it matches every CLI of
     /// this range, with or without `+`, and no number of another length or prefix.
     pub fn cli_filter(&self) -> String {
-        format!(
-            "^\\+?{}\\d{{{}}}$",
-            self.prefix_digits, self.random_digits
-        )
+        format!("^\\+?{}\\d{{{}}}$", self.prefix_digits, self.random_digits)
     }
 
     /// Whether `cli` (`+` and digits) belongs to this range.
@@ -139,7 +140,9 @@ mod tests {
         assert_eq!(parse_expiry("00:05:00"), Some(Duration::minutes(5)));
         assert_eq!(parse_expiry("01:02:03"), Some(Duration::seconds(3723)));
         assert_eq!(parse_expiry("24:00:00"), Some(Duration::days(1)));
-        for bad in ["", "5", "00:00:00", "00:60:00", "24:00:01", "aa:00:00", "00:05", "1:2:3:4"] {
+        for bad in [
+            "", "5", "00:00:00", "00:60:00", "24:00:01", "aa:00:00", "00:05", "1:2:3:4",
+        ] {
             assert_eq!(parse_expiry(bad), None, "{bad}");
         }
     }

@@ -69,7 +69,10 @@ mod tests {
         assert_eq!(t.verification_price(Method::Sms, Some("SE")).amount, 0.0453);
         assert_eq!(t.verification_price(Method::Sms, Some("FR")).amount, 0.05);
         assert_eq!(t.verification_price(Method::Sms, None).amount, 0.05);
-        assert_eq!(t.verification_price(Method::Callout, Some("SE")).amount, 0.0);
+        assert_eq!(
+            t.verification_price(Method::Callout, Some("SE")).amount,
+            0.0
+        );
     }
 
     #[test]

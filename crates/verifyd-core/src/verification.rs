@@ -399,7 +399,12 @@ mod tests {
     #[test]
     fn right_code_succeeds() {
         let mut v = started("123456");
-        let a = v.report("123456", Source::Manual, &hasher(), T0 + Duration::seconds(5));
+        let a = v.report(
+            "123456",
+            Source::Manual,
+            &hasher(),
+            T0 + Duration::seconds(5),
+        );
         assert_eq!(a.outcome, ReportOutcome::Verified);
         assert_eq!((v.status, v.reason), (Status::Successful, None));
         assert_eq!(v.source, Some(Source::Manual));
@@ -412,12 +417,18 @@ mod tests {
         let h = hasher();
         let a = v.report("000000", Source::Manual, &h, T0);
         assert_eq!(a.outcome, ReportOutcome::WrongCode { attempts_left: 2 });
-        assert_eq!((a.status, a.reason), (Status::Fail, Some(Reason::InvalidCode)));
+        assert_eq!(
+            (a.status, a.reason),
+            (Status::Fail, Some(Reason::InvalidCode))
+        );
         assert_eq!(v.status, Status::Pending);
         v.report("000001", Source::Manual, &h, T0);
         let a = v.report("000002", Source::Manual, &h, T0);
         assert_eq!(a.outcome, ReportOutcome::AttemptsExhausted);
-        assert_eq!((v.status, v.reason), (Status::Fail, Some(Reason::InvalidCode)));
+        assert_eq!(
+            (v.status, v.reason),
+            (Status::Fail, Some(Reason::InvalidCode))
+        );
         // Even the right code cannot revive it.
         let a = v.report("123456", Source::Manual, &h, T0);
         assert_eq!(a.outcome, ReportOutcome::AlreadyFinal);
@@ -427,7 +438,12 @@ mod tests {
     #[test]
     fn report_after_expiry_is_fail_expired() {
         let mut v = started("123456");
-        let a = v.report("123456", Source::Manual, &hasher(), T0 + Duration::minutes(10));
+        let a = v.report(
+            "123456",
+            Source::Manual,
+            &hasher(),
+            T0 + Duration::minutes(10),
+        );
         assert_eq!(a.outcome, ReportOutcome::Expired);
         assert_eq!((v.status, v.reason), (Status::Fail, Some(Reason::Expired)));
     }
@@ -448,7 +464,10 @@ mod tests {
         let h = hasher();
         v.report("123456", Source::Manual, &h, T0);
         let a = v.report("999999", Source::Manual, &h, T0);
-        assert_eq!((a.status, a.reason), (Status::Fail, Some(Reason::InvalidCode)));
+        assert_eq!(
+            (a.status, a.reason),
+            (Status::Fail, Some(Reason::InvalidCode))
+        );
         assert_eq!(v.status, Status::Successful);
         let again = v.report("123456", Source::Manual, &h, T0);
         assert_eq!(again.status, Status::Successful);

@@ -282,7 +282,18 @@ fn cas_update(conn: &Connection, v: &Verification) -> StoreResult<()> {
         )
         .and_then(|mut s| {
             s.execute(params![
-                p[6], p[7], p[12], p[16], p[17], p[20], p[21], p[22], p[23], p[24], p[25], p[0],
+                p[6],
+                p[7],
+                p[12],
+                p[16],
+                p[17],
+                p[20],
+                p[21],
+                p[22],
+                p[23],
+                p[24],
+                p[25],
+                p[0],
                 v.version as i64
             ])
         })
@@ -412,9 +423,7 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             if let Some(reference) = &v.reference {
                 let taken: Option<i64> = conn
-                    .prepare_cached(
-                        "SELECT 1 FROM verifications WHERE app = ?1 AND reference = ?2",
-                    )
+                    .prepare_cached("SELECT 1 FROM verifications WHERE app = ?1 AND reference = ?2")
                     .and_then(|mut s| s.query_row(params![v.app, reference], |r| r.get(0)))
                     .optional()
                     .map_err(other)?;
@@ -565,8 +574,14 @@ mod tests {
 
     #[test]
     fn urls_become_paths() {
-        assert_eq!(path_from_url("sqlite://verifyd.db"), PathBuf::from("verifyd.db"));
-        assert_eq!(path_from_url("sqlite:///tmp/x.db?mode=rwc"), PathBuf::from("/tmp/x.db"));
+        assert_eq!(
+            path_from_url("sqlite://verifyd.db"),
+            PathBuf::from("verifyd.db")
+        );
+        assert_eq!(
+            path_from_url("sqlite:///tmp/x.db?mode=rwc"),
+            PathBuf::from("/tmp/x.db")
+        );
         assert_eq!(path_from_url("sqlite:x.db"), PathBuf::from("x.db"));
         assert_eq!(path_from_url("plain.db"), PathBuf::from("plain.db"));
     }

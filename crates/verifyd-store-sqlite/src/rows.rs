@@ -22,8 +22,9 @@ pub fn micros(t: OffsetDateTime) -> i64 {
 }
 
 fn from_micros(us: i64) -> rusqlite::Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(e)))
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(e))
+    })
 }
 
 fn bad(col: usize, what: &str) -> rusqlite::Error {
@@ -55,10 +56,13 @@ pub fn verification_params(v: &Verification) -> Vec<Value> {
         Value::Integer(i64::from(v.max_attempts)),
         Value::Integer(micros(v.created_at)),
         Value::Integer(micros(v.expires_at)),
-        v.finished_at.map_or(Value::Null, |t| Value::Integer(micros(t))),
+        v.finished_at
+            .map_or(Value::Null, |t| Value::Integer(micros(t))),
         opt_text(v.source.map(Source::as_str)),
         opt_text(v.price.as_ref().map(|p| p.currency.as_str())),
-        v.price.as_ref().map_or(Value::Null, |p| Value::Real(p.amount)),
+        v.price
+            .as_ref()
+            .map_or(Value::Null, |p| Value::Real(p.amount)),
         Value::Integer(i64::from(call.is_some())),
         opt_text(call.and_then(|c| c.result).map(CallResult::as_str)),
         Value::Integer(i64::from(call.is_some_and(|c| c.complete))),

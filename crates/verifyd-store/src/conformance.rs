@@ -135,7 +135,10 @@ pub async fn verification_round_trips_every_field(store: Arc<dyn Store>) {
     v.reference = Some("ref ü/1".into());
     v.custom = Some("c".repeat(4096));
     store.insert_verification(&v).await.unwrap();
-    assert_eq!(store.verification("app", v.id).await.unwrap(), Some(v.clone()));
+    assert_eq!(
+        store.verification("app", v.id).await.unwrap(),
+        Some(v.clone())
+    );
 
     let mut call = sms("app", "+46700000002", 2);
     call.method = Method::Callout;
@@ -152,16 +155,31 @@ pub async fn verification_round_trips_every_field(store: Arc<dyn Store>) {
     let mut back = store.verification("app", call.id).await.unwrap().unwrap();
     assert_eq!(back, call);
 
-    let answer = back.report("123456", Source::Intercepted, &hasher(), T0 + Duration::seconds(3));
+    let answer = back.report(
+        "123456",
+        Source::Intercepted,
+        &hasher(),
+        T0 + Duration::seconds(3),
+    );
     assert_eq!(answer.status, Status::Successful);
     store.update_verification(&mut back).await.unwrap();
     assert_eq!(back.version, 1);
-    assert_eq!(store.verification("app", call.id).await.unwrap(), Some(back));
     assert_eq!(
-        store.verification_by_reference("app", "ref ü/1").await.unwrap().map(|v| v.id),
+        store.verification("app", call.id).await.unwrap(),
+        Some(back)
+    );
+    assert_eq!(
+        store
+            .verification_by_reference("app", "ref ü/1")
+            .await
+            .unwrap()
+            .map(|v| v.id),
         Some(v.id)
     );
-    assert_eq!(store.verification_by_id(v.id).await.unwrap().map(|v| v.id), Some(v.id));
+    assert_eq!(
+        store.verification_by_id(v.id).await.unwrap().map(|v| v.id),
+        Some(v.id)
+    );
 }
 
 /// A reference can be used once per application; another application may reuse it.
@@ -200,7 +218,12 @@ pub async fn a_new_start_supersedes_the_pending_one(store: Arc<dyn Store>) {
     flash.method = Method::Flashcall;
     assert!(store.insert_verification(&flash).await.unwrap().is_empty());
     assert_eq!(
-        store.verification("app", second.id).await.unwrap().unwrap().status,
+        store
+            .verification("app", second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         Status::Pending
     );
 }
@@ -330,7 +353,13 @@ pub async fn applications_cannot_see_each_other(store: Arc<dyn Store>) {
     v.reference = Some("shared".into());
     store.insert_verification(&v).await.unwrap();
     assert!(store.verification("a2", v.id).await.unwrap().is_none());
-    assert!(store.verification_by_reference("a2", "shared").await.unwrap().is_none());
+    assert!(
+        store
+            .verification_by_reference("a2", "shared")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(
         store
             .verification_by_identity("a2", Method::Sms, "+46700000010")
@@ -339,9 +368,17 @@ pub async fn applications_cannot_see_each_other(store: Arc<dyn Store>) {
             .is_none()
     );
     // Superseding in a2 does not touch a1's pending verification.
-    store.insert_verification(&sms("a2", "+46700000010", 14)).await.unwrap();
+    store
+        .insert_verification(&sms("a2", "+46700000010", 14))
+        .await
+        .unwrap();
     assert_eq!(
-        store.verification("a1", v.id).await.unwrap().unwrap().status,
+        store
+            .verification("a1", v.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         Status::Pending
     );
 }
@@ -360,18 +397,40 @@ pub async fn expire_due_fails_only_due_pending_verifications(store: Arc<dyn Stor
         .expire_due(T0 + Duration::minutes(10), 100)
         .await
         .unwrap();
-    assert_eq!(expired.iter().map(|v| v.id).collect::<Vec<_>>(), vec![due.id]);
+    assert_eq!(
+        expired.iter().map(|v| v.id).collect::<Vec<_>>(),
+        vec![due.id]
+    );
     assert_eq!(expired[0].reason, Some(Reason::Expired));
     let stored = store.verification("app", due.id).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.reason), (Status::Fail, Some(Reason::Expired)));
+    assert_eq!(
+        (stored.status, stored.reason),
+        (Status::Fail, Some(Reason::Expired))
+    );
     assert_eq!(stored.version, 1);
     assert_eq!(
-        store.verification("app", later.id).await.unwrap().unwrap().status,
+        store
+            .verification("app", later.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         Status::Pending
     );
     assert_eq!(
-        store.verification("app", finished.id).await.unwrap().unwrap().status,
+        store
+            .verification("app", finished.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         Status::Successful
     );
-    assert!(store.expire_due(T0 + Duration::minutes(10), 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .expire_due(T0 + Duration::minutes(10), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

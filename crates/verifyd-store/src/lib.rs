@@ -136,8 +136,11 @@ pub trait Store: Send + Sync + 'static {
     async fn update_verification(&self, v: &mut Verification) -> StoreResult<()>;
 
     /// A verification of `app` by id; another application's verification is `None`.
-    async fn verification(&self, app: &str, id: VerificationId)
-    -> StoreResult<Option<Verification>>;
+    async fn verification(
+        &self,
+        app: &str,
+        id: VerificationId,
+    ) -> StoreResult<Option<Verification>>;
 
     /// A verification by id, whatever its application (for unauthenticated device-facing
     /// endpoints that carry their own secret, like the seamless `targetUri`).

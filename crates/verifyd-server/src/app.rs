@@ -1,0 +1,325 @@
+//! Building and running the server: store, keys, applications, router, background sweeper.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use verifyd_api::ErrorCode;
+use verifyd_channels::{Channel, DevInbox};
+use verifyd_core::{Clock, CodeHasher};
+use verifyd_store::{Application, Store};
+use verifyd_store_sqlite::{SqliteOptions, SqliteStore, path_from_url};
+
+use crate::config::Settings;
+use crate::error::{ApiError, error_response};
+use crate::routes::{device, ops, verifications};
+use crate::state::{AppCache, AppState, Inner};
+
+/// The system clock: the only place verifyd reads wall time.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+}
+
+/// Opens the store named by `database_url`.
+///
+/// # Errors
+/// Unknown scheme, or the database cannot be opened and migrated.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = settings.database_url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!("database_url: PostgreSQL is not supported by this build yet; use sqlite://PATH");
+    }
+    if !(url.starts_with("sqlite:") || !url.contains("://")) {
+        bail!("database_url = {url:?}: expected sqlite://PATH");
+    }
+    let store = SqliteStore::open(
+        path_from_url(url),
+        SqliteOptions {
+            synchronous: settings.sqlite_synchronous,
+        },
+    )?;
+    Ok(Arc::new(store))
+}
+
+/// A generated application secret: 16 random bytes, canonical base64.
+pub fn new_secret(rng: &mut dyn RngCore) -> String {
+    let mut bytes = [0u8; 16];
+    rng.fill_bytes(&mut bytes);
+    STANDARD.encode(bytes)
+}
+
+/// A new application with a random key and secret.
+pub fn new_application(
+    name: &str,
+    rng: &mut dyn RngCore,
+    now: time::OffsetDateTime,
+) -> Application {
+    let mut key = [0u8; 16];
+    rng.fill_bytes(&mut key);
+    Application {
+        key: uuid::Builder::from_random_bytes(key)
+            .into_uuid()
+            .to_string(),
+        name: name.to_string(),
+        secret: new_secret(rng),
+        callback_url: None,
+        min_auth: verifyd_store::MinAuth::default(),
+        created_at: now,
+    }
+}
+
+/// Everything injectable when building an [`App`].
+pub struct Parts {
+    /// Validated settings.
+    pub settings: Settings,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The CSPRNG (tests pass a seeded one).
+    pub rng: Box<dyn RngCore + Send>,
+}
+
+/// A built server, ready to serve.
+pub struct App {
+    state: AppState,
+}
+
+impl App {
+    /// Builds with the system clock, an OS-seeded CSPRNG and the configured store.
+    ///
+    /// # Errors
+    /// If the store cannot be opened.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = open_store(&settings)?;
+        Self::build_with(Parts {
+            settings,
+            store,
+            clock: Arc::new(SystemClock),
+            rng: Box::new(StdRng::from_os_rng()),
+        })
+        .await
+    }
+
+    /// Builds from explicit parts. Declared applications are written to the store.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn build_with(parts: Parts) -> anyhow::Result<Self> {
+        let Parts {
+            settings,
+            store,
+            clock,
+            mut rng,
+        } = parts;
+        let mut fresh = [0u8; 32];
+        rng.fill_bytes(&mut fresh);
+        let code_key = store
+            .server_key("code-hash", fresh)
+            .await
+            .context("Failed to load the code-hash key")?;
+        for app in &settings.applications {
+            store
+                .upsert_application(&Application {
+                    key: app.key.clone(),
+                    name: app.name.clone(),
+                    secret: app.secret.clone(),
+                    callback_url: app.callback_url.clone(),
+                    min_auth: app.min_auth,
+                    created_at: clock.now(),
+                })
+                .await
+                .with_context(|| format!("Failed to store application {:?}", app.name))?;
+        }
+        let inbox = Arc::new(DevInbox::new(
+            settings.inbox_sender.clone(),
+            settings.inbox_capacity,
+        ));
+        let channel: Arc<dyn Channel> = inbox.clone();
+        Ok(Self {
+            state: AppState(Arc::new(Inner {
+                settings,
+                store,
+                clock,
+                hasher: CodeHasher::new(code_key),
+                rng: Mutex::new(rng),
+                channel,
+                inbox: Some(inbox),
+                apps: AppCache::default(),
+            })),
+        })
+    }
+
+    /// If the store has no application at all, creates one and returns it (the caller
+    /// prints its key and secret once).
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn ensure_an_application(&self) -> anyhow::Result<Option<Application>> {
+        let store = &self.state.0.store;
+        if !store.list_applications().await?.is_empty() {
+            return Ok(None);
+        }
+        let app = self
+            .state
+            .with_rng(|rng| new_application("default", rng, self.state.now()));
+        store.insert_application(&app).await?;
+        Ok(Some(app))
+    }
+
+    /// The store in use.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.state.0.store.clone()
+    }
+
+    /// The dev inbox, when it is the channel.
+    pub fn inbox(&self) -> Option<Arc<DevInbox>> {
+        self.state.0.inbox.clone()
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.state.0.settings
+    }
+
+    /// The HTTP router.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new()
+            .route(
+                "/verification/v1/verifications",
+                post(verifications::start_verification),
+            )
+            .route(
+                "/verification/v1/verifications/id/{id}",
+                put(verifications::report_by_id).get(verifications::status_by_id),
+            )
+            .route(
+                "/verification/v1/verifications/number/{endpoint}",
+                put(verifications::report_by_identity),
+            )
+            .route(
+                "/verification/v1/verifications/reference/{*reference}",
+                get(verifications::status_by_reference),
+            )
+            .route(
+                "/verification/v1/verifications/{method}/number/{endpoint}",
+                get(verifications::status_by_identity),
+            )
+            .route("/verification/v1/seamless/{id}", get(device::seamless))
+            .route("/healthz", get(ops::healthz));
+        if self.state.0.inbox.is_some() {
+            router = router.route("/inbox/v1/messages", get(ops::inbox));
+        }
+        router
+            .fallback(|| async { ApiError::not_found() })
+            .method_not_allowed_fallback(|| async {
+                ApiError::new(
+                    ErrorCode::MethodNotAllowed,
+                    "Method not allowed on this resource.",
+                )
+            })
+            .layer(axum::middleware::from_fn(log_request))
+            .layer(CatchPanicLayer::custom(|_panic| {
+                tracing::error!("request handler panicked");
+                error_response(
+                    ErrorCode::Internal,
+                    "Internal server error.".into(),
+                    uuid::Uuid::new_v4().to_string(),
+                )
+            }))
+            .with_state(self.state.clone())
+    }
+
+    /// Marks due PENDING verifications expired; returns how many.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn sweep_once(&self) -> anyhow::Result<usize> {
+        sweep(&self.state).await
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+    ///
+    /// # Errors
+    /// If the listener fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = listener.local_addr()?;
+        if self.state.0.inbox.is_some() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the dev inbox is exposed beyond loopback: anyone who can reach this address can read every code");
+        }
+        let sweeper = tokio::spawn(sweeper_loop(self.state.clone()));
+        tracing::info!(%addr, public_url = %self.state.0.settings.public_url, "verifyd listening");
+        let result = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server failed");
+        sweeper.abort();
+        tracing::info!("verifyd stopped");
+        result
+    }
+}
+
+async fn sweep(state: &AppState) -> anyhow::Result<usize> {
+    let mut total = 0;
+    loop {
+        let expired = state.0.store.expire_due(state.now(), 500).await?;
+        for v in &expired {
+            tracing::info!(verification.id = %v.id, "verification expired");
+        }
+        total += expired.len();
+        if expired.len() < 500 {
+            return Ok(total);
+        }
+    }
+}
+
+async fn sweeper_loop(state: AppState) {
+    let mut tick = tokio::time::interval(state.0.settings.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep(&state).await {
+            tracing::error!(error.cause_chain = ?e, "expiry sweep failed");
+        }
+    }
+}
+
+/// Logs each request with its route *template* (never the numbers in the path) and status.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "<unmatched>".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    tracing::debug!(
+        http.method = %method,
+        http.route = %route,
+        http.status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response.into_response()
+}

@@ -1,0 +1,492 @@
+//! Configuration: compiled defaults (`config.default.toml`, which is also the reference
+//! documentation), then an optional TOML file, then `VERIFYD_*` environment variables.
+//! [`Config`] is plain data; [`Config::settings`] validates it into the runtime
+//! [`Settings`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use time::Duration;
+use verifyd_core::locale::{CODE_PLACEHOLDER, Templates};
+use verifyd_core::{CliRange, Method, Policy, PriceTable};
+use verifyd_store::MinAuth;
+use verifyd_store_sqlite::Synchronous;
+
+/// The documented default configuration (`verifyd config default` prints it).
+pub const DEFAULT_CONFIG: &str = include_str!("../config.default.toml");
+
+/// The configuration as written.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Listen address.
+    pub listen: String,
+    /// Public base URL ("" = derived from `listen`).
+    pub public_url: String,
+    /// `sqlite://PATH`.
+    pub database_url: String,
+    /// `full` or `normal`.
+    pub sqlite_synchronous: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+    /// `[verification]`.
+    pub verification: VerificationConfig,
+    /// `[flashcall]`.
+    pub flashcall: FlashcallConfig,
+    /// `[dev_inbox]`.
+    pub dev_inbox: DevInboxConfig,
+    /// `[templates.*]`.
+    pub templates: TemplatesConfig,
+    /// `[pricing]`.
+    pub pricing: PricingConfig,
+    /// `[[applications]]`.
+    #[serde(default)]
+    pub applications: Vec<ApplicationConfig>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthConfig {
+    /// Allowed clock difference for signed requests, seconds.
+    pub timestamp_skew_seconds: u32,
+}
+
+/// `[verification]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerificationConfig {
+    /// Code length (4..=10).
+    pub code_length: usize,
+    /// Default expiry, seconds.
+    pub expiry_seconds: u32,
+    /// Wrong reports allowed.
+    pub max_attempts: u32,
+    /// Expiry sweep period, seconds.
+    pub sweep_interval_seconds: u32,
+}
+
+/// `[flashcall]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FlashcallConfig {
+    /// interceptionTimeout.
+    pub interception_timeout: u32,
+    /// reportTimeout.
+    pub report_timeout: u32,
+    /// denyCallAfter.
+    pub deny_call_after: u32,
+    /// dialTimeout.
+    pub dial_timeout: u32,
+    /// Owned CLI ranges.
+    pub cli_ranges: Vec<CliRangeConfig>,
+}
+
+/// One CLI range.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CliRangeConfig {
+    /// E.164 prefix.
+    pub prefix: String,
+    /// Random digits after it.
+    pub digits: usize,
+}
+
+/// `[dev_inbox]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DevInboxConfig {
+    /// Sender id.
+    pub sender: String,
+    /// Ring size.
+    pub capacity: usize,
+}
+
+/// `[templates]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TemplatesConfig {
+    /// SMS texts.
+    pub sms: TemplateSet,
+    /// WhatsApp texts.
+    pub whatsapp: TemplateSet,
+    /// Callout scripts.
+    pub callout: TemplateSet,
+}
+
+/// Templates of one channel.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TemplateSet {
+    /// Fallback locale.
+    pub default_locale: String,
+    /// Locale → template.
+    pub locales: BTreeMap<String, String>,
+}
+
+/// `[pricing]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PricingConfig {
+    /// ISO 4217.
+    pub currency: String,
+    /// Per started minute of a call.
+    pub termination_per_minute: f64,
+    /// Method → price.
+    pub default: BTreeMap<String, f64>,
+    /// Region → method → price.
+    #[serde(default)]
+    pub countries: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// `[[applications]]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApplicationConfig {
+    /// Name.
+    pub name: String,
+    /// Key.
+    pub key: String,
+    /// Base64 secret.
+    pub secret: String,
+    /// Callback URL.
+    pub callback_url: Option<String>,
+    /// `signed` | `basic` | `public`.
+    pub min_auth: Option<String>,
+    /// Override of `[verification].code_length`.
+    pub code_length: Option<usize>,
+    /// Override of `[verification].expiry_seconds`.
+    pub expiry_seconds: Option<u32>,
+    /// Override of `[verification].max_attempts`.
+    pub max_attempts: Option<u32>,
+}
+
+/// The validated runtime settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Public base URL, no trailing slash.
+    pub public_url: String,
+    /// Database URL.
+    pub database_url: String,
+    /// SQLite durability.
+    pub sqlite_synchronous: Synchronous,
+    /// JSON logs.
+    pub json_logs: bool,
+    /// Signed-request timestamp tolerance.
+    pub timestamp_skew: Duration,
+    /// Expiry sweep period.
+    pub sweep_interval: std::time::Duration,
+    /// Policy for applications without overrides.
+    pub default_policy: Policy,
+    /// Per-application policies (by key).
+    pub app_policies: HashMap<String, Policy>,
+    /// Owned CLI ranges.
+    pub cli_ranges: Vec<CliRange>,
+    /// Dev inbox sender id.
+    pub inbox_sender: String,
+    /// Dev inbox ring size.
+    pub inbox_capacity: usize,
+    /// SMS templates.
+    pub sms_templates: Templates,
+    /// WhatsApp templates.
+    pub whatsapp_templates: Templates,
+    /// Callout scripts.
+    pub callout_templates: Templates,
+    /// Prices.
+    pub prices: PriceTable,
+    /// Applications declared in the file.
+    pub applications: Vec<DeclaredApp>,
+}
+
+/// A validated `[[applications]]` entry.
+#[derive(Debug, Clone)]
+pub struct DeclaredApp {
+    /// Name.
+    pub name: String,
+    /// Key.
+    pub key: String,
+    /// Base64 secret (validated).
+    pub secret: String,
+    /// Callback URL.
+    pub callback_url: Option<String>,
+    /// Minimum auth.
+    pub min_auth: MinAuth,
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `VERIFYD_*` variables.
+    ///
+    /// # Errors
+    /// If the file is missing or any value has the wrong type.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::new().merge(Toml::string(DEFAULT_CONFIG));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("VERIFYD_").split("__"));
+        figment
+            .extract()
+            .context("Failed to read the configuration")
+    }
+
+    /// Parses a TOML string over the defaults (no environment); for tests.
+    ///
+    /// # Errors
+    /// If any value has the wrong type.
+    pub fn from_toml(toml: &str) -> anyhow::Result<Self> {
+        Figment::new()
+            .merge(Toml::string(DEFAULT_CONFIG))
+            .merge(Toml::string(toml))
+            .extract()
+            .context("Failed to read the configuration")
+    }
+
+    /// Validates everything into [`Settings`].
+    ///
+    /// # Errors
+    /// A message naming the offending key.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let listen: SocketAddr = self.listen.parse().with_context(|| {
+            format!(
+                "listen = {:?} is not an address like 127.0.0.1:8080",
+                self.listen
+            )
+        })?;
+        let public_url = if self.public_url.trim().is_empty() {
+            format!("http://{listen}")
+        } else {
+            self.public_url.trim().trim_end_matches('/').to_string()
+        };
+        let sqlite_synchronous = match self.sqlite_synchronous.to_ascii_lowercase().as_str() {
+            "full" => Synchronous::Full,
+            "normal" => Synchronous::Normal,
+            other => bail!("sqlite_synchronous = {other:?}: expected \"full\" or \"normal\""),
+        };
+        let json_logs = match self.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("log_format = {other:?}: expected \"text\" or \"json\""),
+        };
+        let v = &self.verification;
+        let default_policy = policy(
+            &self.flashcall,
+            v.code_length,
+            v.expiry_seconds,
+            v.max_attempts,
+            "[verification]",
+        )?;
+        let mut app_policies = HashMap::new();
+        let mut applications = Vec::new();
+        for app in &self.applications {
+            let label = format!("[[applications]] {:?}", app.name);
+            if app.key.trim().is_empty() {
+                bail!("{label}: key is empty");
+            }
+            verifyd_api::signing::decode_secret(&app.secret)
+                .map_err(|_| anyhow::anyhow!("{label}: secret is not valid base64"))?;
+            let min_auth = match &app.min_auth {
+                None => MinAuth::default(),
+                Some(m) => MinAuth::parse(m).ok_or_else(|| {
+                    anyhow::anyhow!("{label}: min_auth = {m:?}: expected signed, basic or public")
+                })?,
+            };
+            app_policies.insert(
+                app.key.clone(),
+                policy(
+                    &self.flashcall,
+                    app.code_length.unwrap_or(v.code_length),
+                    app.expiry_seconds.unwrap_or(v.expiry_seconds),
+                    app.max_attempts.unwrap_or(v.max_attempts),
+                    &label,
+                )?,
+            );
+            applications.push(DeclaredApp {
+                name: app.name.clone(),
+                key: app.key.clone(),
+                secret: app.secret.clone(),
+                callback_url: app.callback_url.clone().filter(|u| !u.trim().is_empty()),
+                min_auth,
+            });
+        }
+        let cli_ranges = self
+            .flashcall
+            .cli_ranges
+            .iter()
+            .map(|r| CliRange::new(&r.prefix, r.digits))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("[flashcall] cli_ranges: {e}"))?;
+        if cli_ranges.is_empty() {
+            bail!("[flashcall] cli_ranges: at least one range is needed");
+        }
+        Ok(Settings {
+            listen,
+            public_url,
+            database_url: self.database_url.clone(),
+            sqlite_synchronous,
+            json_logs,
+            timestamp_skew: Duration::seconds(i64::from(self.auth.timestamp_skew_seconds)),
+            sweep_interval: std::time::Duration::from_secs(u64::from(
+                v.sweep_interval_seconds.max(1),
+            )),
+            default_policy,
+            app_policies,
+            cli_ranges,
+            inbox_sender: self.dev_inbox.sender.clone(),
+            inbox_capacity: self.dev_inbox.capacity,
+            sms_templates: templates(&self.templates.sms, "[templates.sms]")?,
+            whatsapp_templates: templates(&self.templates.whatsapp, "[templates.whatsapp]")?,
+            callout_templates: templates(&self.templates.callout, "[templates.callout]")?,
+            prices: prices(&self.pricing)?,
+            applications,
+        })
+    }
+}
+
+fn policy(
+    flash: &FlashcallConfig,
+    code_length: usize,
+    expiry_seconds: u32,
+    max_attempts: u32,
+    label: &str,
+) -> anyhow::Result<Policy> {
+    if !verifyd_core::policy::CODE_LENGTH_RANGE.contains(&code_length) {
+        bail!("{label}: code_length = {code_length}: must be 4..=10");
+    }
+    if expiry_seconds == 0
+        || i64::from(expiry_seconds) > verifyd_core::policy::MAX_EXPIRY.whole_seconds()
+    {
+        bail!("{label}: expiry_seconds = {expiry_seconds}: must be 1..=86400");
+    }
+    if max_attempts == 0 {
+        bail!("{label}: max_attempts must be at least 1");
+    }
+    for (name, value) in [
+        ("interception_timeout", flash.interception_timeout),
+        ("dial_timeout", flash.dial_timeout),
+    ] {
+        if !verifyd_core::policy::FLASHCALL_TIMEOUT_RANGE.contains(&value) {
+            bail!("[flashcall] {name} = {value}: must be 5..=120");
+        }
+    }
+    Ok(Policy {
+        code_length,
+        expiry: Duration::seconds(i64::from(expiry_seconds)),
+        max_attempts,
+        flashcall_interception_timeout: flash.interception_timeout,
+        flashcall_report_timeout: flash.report_timeout.max(flash.interception_timeout),
+        flashcall_deny_call_after: flash.deny_call_after,
+        flashcall_dial_timeout: flash.dial_timeout,
+    })
+}
+
+fn templates(set: &TemplateSet, label: &str) -> anyhow::Result<Templates> {
+    for (locale, t) in &set.locales {
+        if !t.contains(CODE_PLACEHOLDER) {
+            bail!("{label} {locale:?}: template must contain {CODE_PLACEHOLDER}");
+        }
+    }
+    Ok(Templates {
+        default_locale: set.default_locale.clone(),
+        by_locale: set.locales.clone(),
+    })
+}
+
+fn method_prices(map: &BTreeMap<String, f64>, label: &str) -> anyhow::Result<HashMap<Method, f64>> {
+    map.iter()
+        .map(|(m, p)| {
+            let method =
+                Method::parse(m).ok_or_else(|| anyhow::anyhow!("{label}: unknown method {m:?}"))?;
+            if !p.is_finite() || *p < 0.0 {
+                bail!("{label}.{m}: price must be a non-negative number");
+            }
+            Ok((method, *p))
+        })
+        .collect()
+}
+
+fn prices(p: &PricingConfig) -> anyhow::Result<PriceTable> {
+    if p.currency.len() != 3 || !p.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        bail!(
+            "[pricing] currency = {:?}: expected an ISO 4217 code like EUR",
+            p.currency
+        );
+    }
+    let mut countries = HashMap::new();
+    for (region, map) in &p.countries {
+        countries.insert(
+            region.to_ascii_uppercase(),
+            method_prices(map, &format!("[pricing.countries.{region}]"))?,
+        );
+    }
+    Ok(PriceTable {
+        currency: p.currency.clone(),
+        default: method_prices(&p.default, "[pricing.default]")?,
+        countries,
+        termination_per_minute: p.termination_per_minute,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_is_valid() {
+        let s = Config::from_toml("").unwrap().settings().unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.public_url, "http://127.0.0.1:8080");
+        assert_eq!(
+            s.default_policy,
+            Policy {
+                flashcall_report_timeout: 120,
+                flashcall_interception_timeout: 60,
+                ..Policy::default()
+            }
+        );
+        assert!(s.applications.is_empty());
+        assert_eq!(s.sms_templates.default_locale, "en-US");
+    }
+
+    #[test]
+    fn applications_get_their_own_policy() {
+        let s = Config::from_toml(
+            r#"
+            [[applications]]
+            name = "a"
+            key = "k"
+            secret = "YXBwU2VjcmV0"
+            min_auth = "signed"
+            code_length = 8
+            "#,
+        )
+        .unwrap()
+        .settings()
+        .unwrap();
+        assert_eq!(s.app_policies["k"].code_length, 8);
+        assert_eq!(s.applications[0].min_auth, MinAuth::Signed);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = |t: &str| {
+            Config::from_toml(t)
+                .unwrap()
+                .settings()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[verification]\ncode_length = 3").contains("code_length"));
+        assert!(err("listen = \"nope\"").contains("listen"));
+        assert!(
+            err("[[applications]]\nname=\"a\"\nkey=\"k\"\nsecret=\"not base64!\"")
+                .contains("base64")
+        );
+        assert!(err("[templates.sms.locales]\n\"xx\" = \"no code\"").contains("{{CODE}}"));
+        assert!(
+            err("[flashcall]\ncli_ranges = [{ prefix = \"46\", digits = 4 }]")
+                .contains("cli_ranges")
+        );
+    }
+}

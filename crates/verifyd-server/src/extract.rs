@@ -1,0 +1,110 @@
+//! Extractors whose rejections are Sinch errors.
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use verifyd_api::ErrorCode;
+
+use crate::auth::{Caller, authenticate};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// An authenticated request: the caller, the exact body bytes (they were signed) and the
+/// headers.
+pub struct Authed {
+    /// Who is calling.
+    pub caller: Caller,
+    /// The raw body.
+    pub body: Bytes,
+    /// Request headers.
+    pub headers: HeaderMap,
+}
+
+impl Authed {
+    /// Parses the body as JSON into `T`.
+    ///
+    /// # Errors
+    /// `40002` for an empty body, `40001` for malformed JSON or wrong types.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::new(
+                ErrorCode::MissingParameter,
+                "Request body is missing.",
+            ));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ApiError::invalid(format!(
+                "Request body is not valid JSON for this operation: {e}"
+            ))
+        })
+    }
+}
+
+impl FromRequest<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let too_large = || {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("Request body is larger than {} KiB.", MAX_BODY / 1024),
+            )
+        };
+        if let Some(len) = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > MAX_BODY as u64 {
+                return Err(too_large());
+            }
+        }
+        let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+            let is_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if is_limit {
+                too_large()
+            } else {
+                ApiError::invalid("Failed to read the request body.")
+            }
+        })?;
+        let caller = authenticate(
+            state,
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            &body,
+        )
+        .await?;
+        Ok(Self {
+            caller,
+            body,
+            headers: parts.headers,
+        })
+    }
+}
+
+/// `Path<T>` whose rejection is a Sinch error.
+pub struct SinchPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for SinchPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| SinchPath(v))
+            .map_err(|e| ApiError::invalid(format!("Invalid path parameter: {e}")))
+    }
+}

@@ -1,0 +1,10 @@
+//! HTTP routes. Handlers are thin: extract, call [`crate::service`], answer.
+//!
+//! # Layout
+//! - [`verifications`]: the six Sinch Verification API v1 operations.
+//! - [`device`]: the seamless `targetUri`, opened by the device.
+//! - [`ops`]: health, readiness and the dev inbox.
+
+pub mod device;
+pub mod ops;
+pub mod verifications;

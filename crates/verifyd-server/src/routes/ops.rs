@@ -1,0 +1,47 @@
+//! Operational endpoints: health and the dev inbox.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+use verifyd_channels::InboxMessage;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// `GET /healthz`: the process is up and the store answers.
+pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.0.store.ping().await?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
+}
+
+/// Query of the inbox listing.
+#[derive(Deserialize)]
+pub struct InboxQuery {
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The inbox listing.
+#[derive(Serialize)]
+pub struct InboxListing {
+    messages: Vec<InboxMessage>,
+}
+
+/// `GET /inbox/v1/messages?to=+46...`: captured messages, newest first (dev mode only).
+pub async fn inbox(
+    State(state): State<AppState>,
+    Query(query): Query<InboxQuery>,
+) -> Result<Json<InboxListing>, ApiError> {
+    let inbox = state.0.inbox.as_ref().ok_or_else(ApiError::not_found)?;
+    let to = query.to.map(|t| t.trim().replace(' ', "+"));
+    let to = to.map(|t| {
+        if t.starts_with('+') {
+            t
+        } else {
+            format!("+{t}")
+        }
+    });
+    Ok(Json(InboxListing {
+        messages: inbox.messages(to.as_deref(), query.limit.unwrap_or(100).min(1000)),
+    }))
+}

@@ -1,0 +1,675 @@
+//! The verification use cases, between HTTP and the domain: validate a request into domain
+//! values, apply the domain rule, persist, deliver, answer in wire shapes.
+
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{Duration, OffsetDateTime};
+use verifyd_api::ErrorCode;
+use verifyd_api::model::{
+    FlashCallStartInfo, Identity, Link, Price, ReportRequest, ReportResponse, SeamlessStartInfo,
+    SmsStartInfo, StartRequest, StartResponse, StatusPrice, StatusResponse, WhatsappStartInfo,
+};
+use verifyd_channels::{OutboundMessage, Payload, SendError};
+use verifyd_core::locale::{CODE_PLACEHOLDER, render};
+use verifyd_core::phone::PhoneError;
+use verifyd_core::policy::{FLASHCALL_TIMEOUT_RANGE, parse_expiry};
+use verifyd_core::{
+    CodeType, Method, Money, NewVerification, PhoneNumber, Reason, Source, Status, Verification,
+    VerificationId,
+};
+use verifyd_store::StoreError;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Longest accepted `custom` (characters).
+const MAX_CUSTOM: usize = 4096;
+/// Longest accepted `reference` (characters).
+const MAX_REFERENCE: usize = 256;
+/// Longest accepted per-request SMS template.
+const MAX_TEMPLATE: usize = 640;
+/// Retries of a read-apply-write loop that lost an optimistic-concurrency race.
+const CAS_RETRIES: usize = 8;
+
+/// A started verification and what to answer.
+pub struct Started {
+    /// The start answer.
+    pub response: StartResponse,
+    /// The negotiated `Content-Language`, for text methods.
+    pub content_language: Option<String>,
+}
+
+/// Everything method-specific decided before the verification exists.
+struct Plan {
+    secret: String,
+    code_type: Option<CodeType>,
+    ttl: Duration,
+    locale: Option<String>,
+    /// Rendered body / script, with the secret inside (never logged).
+    payload: Payload,
+    sms_template: Option<String>,
+    flash: Option<(String, u32, u32)>,
+    seamless_uri: Option<String>,
+}
+
+fn phone_error(e: PhoneError) -> ApiError {
+    match e {
+        PhoneError::MissingPlus => ApiError::new(ErrorCode::MissingPlus, e.to_string()),
+        PhoneError::Empty => ApiError::missing("Endpoint"),
+        PhoneError::Invalid { .. } => ApiError::invalid(e.to_string()),
+    }
+}
+
+fn parse_code_type(value: Option<&str>) -> Result<CodeType, ApiError> {
+    match value {
+        None => Ok(CodeType::Numeric),
+        Some(v) => CodeType::parse(v).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "codeType {v:?} is invalid: expected Numeric, Alpha or Alphanumeric."
+            ))
+        }),
+    }
+}
+
+fn flash_timeout(value: Option<i64>, name: &str, default: u32) -> Result<u32, ApiError> {
+    match value {
+        // .NET sends 0 when the caller set options without this field.
+        None | Some(0) => Ok(default),
+        Some(v) => u32::try_from(v)
+            .ok()
+            .filter(|v| FLASHCALL_TIMEOUT_RANGE.contains(v))
+            .ok_or_else(|| ApiError::invalid(format!("{name} must be between 5 and 120 seconds."))),
+    }
+}
+
+fn valid_locale(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 35
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Digits separated by spaces, for a spoken script.
+fn spoken(code: &str) -> String {
+    code.chars().map(String::from).collect::<Vec<_>>().join(" ")
+}
+
+fn links(state: &AppState, id: &str) -> Vec<Link> {
+    let href = format!(
+        "{}/verification/v1/verifications/id/{id}",
+        state.0.settings.public_url
+    );
+    vec![
+        Link {
+            rel: "status".into(),
+            href: href.clone(),
+            method: "GET".into(),
+        },
+        Link {
+            rel: "report".into(),
+            href,
+            method: "PUT".into(),
+        },
+    ]
+}
+
+/// `POST /verification/v1/verifications`.
+pub async fn start(
+    state: &AppState,
+    app: &str,
+    req: StartRequest,
+    accept_language: Option<&str>,
+) -> Result<Started, ApiError> {
+    let identity = req
+        .identity
+        .as_ref()
+        .ok_or_else(|| ApiError::missing("Identity"))?;
+    if let Some(kind) = &identity.kind {
+        if !kind.eq_ignore_ascii_case("number") {
+            return Err(ApiError::invalid(format!(
+                "Identity type {kind:?} is not supported: only \"number\"."
+            )));
+        }
+    }
+    let endpoint = identity
+        .endpoint
+        .as_deref()
+        .ok_or_else(|| ApiError::missing("Endpoint"))?;
+    let number = PhoneNumber::parse(endpoint).map_err(phone_error)?;
+    let method_name = req
+        .method
+        .as_deref()
+        .ok_or_else(|| ApiError::missing("Method"))?;
+    let method = Method::parse(method_name).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "Verification method {method_name:?} is not supported."
+        ))
+    })?;
+    if let Some(reference) = &req.reference {
+        if reference.is_empty()
+            || reference.chars().count() > MAX_REFERENCE
+            || reference.chars().any(char::is_control)
+        {
+            return Err(ApiError::invalid(format!(
+                "reference must be 1 to {MAX_REFERENCE} characters without control characters."
+            )));
+        }
+    }
+    if req
+        .custom
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > MAX_CUSTOM)
+    {
+        return Err(ApiError::invalid(format!(
+            "custom must be at most {MAX_CUSTOM} characters."
+        )));
+    }
+
+    let policy = state.policy(app).clone();
+    let id = state.with_rng(|rng| VerificationId::random(rng));
+    let plan = plan(state, method, &req, accept_language, &policy, id)?;
+    let now = state.now();
+    let price = state
+        .0
+        .settings
+        .prices
+        .verification_price(method, number.region());
+    let mut verification = Verification::start(
+        NewVerification {
+            id,
+            app: app.to_string(),
+            method,
+            identity: number.clone(),
+            reference: req.reference.clone(),
+            custom: req.custom.clone(),
+            secret: plan.secret.clone(),
+            code_type: plan.code_type,
+            ttl: plan.ttl,
+            max_attempts: policy.max_attempts,
+            price: Some(price),
+            locale: plan.locale.clone(),
+        },
+        &state.0.hasher,
+        now,
+    );
+    let superseded = state.0.store.insert_verification(&verification).await?;
+    for old in &superseded {
+        tracing::info!(verification.id = %old.id, superseded_by = %id, "verification aborted by a newer start");
+    }
+    tracing::info!(
+        verification.id = %id,
+        app = %app,
+        method = %method,
+        number = %number.masked(),
+        country = number.region().unwrap_or("-"),
+        "verification started"
+    );
+
+    deliver(state, &mut verification, plan.payload).await?;
+
+    let id_text = id.to_string();
+    let response = StartResponse {
+        id: id_text.clone(),
+        method: method.as_str().into(),
+        sms: (method == Method::Sms).then(|| SmsStartInfo {
+            template: plan.sms_template.clone().unwrap_or_default(),
+            interception_timeout: plan.ttl.whole_seconds().clamp(0, i64::from(u32::MAX)) as u32,
+            code_type: plan.code_type.unwrap_or_default().as_str().into(),
+        }),
+        flash_call: plan
+            .flash
+            .as_ref()
+            .map(|(filter, interception, report)| FlashCallStartInfo {
+                cli_filter: filter.clone(),
+                interception_timeout: *interception,
+                report_timeout: *report,
+                deny_call_after: policy.flashcall_deny_call_after,
+                call_id: id_text.clone(),
+            }),
+        seamless: plan
+            .seamless_uri
+            .map(|target_uri| SeamlessStartInfo { target_uri }),
+        whatsapp: (method == Method::Whatsapp).then(|| WhatsappStartInfo {
+            code_type: plan.code_type.unwrap_or_default().as_str().into(),
+        }),
+        links: links(state, &id_text),
+    };
+    let content_language = matches!(method, Method::Sms | Method::Whatsapp | Method::Callout)
+        .then_some(plan.locale)
+        .flatten();
+    Ok(Started {
+        response,
+        content_language,
+    })
+}
+
+fn plan(
+    state: &AppState,
+    method: Method,
+    req: &StartRequest,
+    accept_language: Option<&str>,
+    policy: &verifyd_core::Policy,
+    id: VerificationId,
+) -> Result<Plan, ApiError> {
+    let settings = &state.0.settings;
+    let mut plan = Plan {
+        secret: String::new(),
+        code_type: None,
+        ttl: policy.expiry,
+        locale: None,
+        payload: Payload::Seamless {
+            target_uri: String::new(),
+        },
+        sms_template: None,
+        flash: None,
+        seamless_uri: None,
+    };
+    match method {
+        Method::Sms => {
+            let opts = req.sms_options.clone().unwrap_or_default();
+            let code_type =
+                parse_code_type(opts.code_type.as_deref().or(req.code_type.as_deref()))?;
+            if let Some(expiry) = opts.expiry.as_deref().or(req.expiry.as_deref()) {
+                plan.ttl = parse_expiry(expiry).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "expiry {expiry:?} is invalid: expected HH:MM:SS between 00:00:01 and 24:00:00."
+                    ))
+                })?;
+            }
+            let language = accept_language.or(opts.locale.as_deref());
+            let (locale, mut template) = settings.sms_templates.negotiate(language);
+            if let Some(custom) = opts.template.as_deref().or(req.template.as_deref()) {
+                if !custom.contains(CODE_PLACEHOLDER) || custom.chars().count() > MAX_TEMPLATE {
+                    return Err(ApiError::invalid(format!(
+                        "template must contain {CODE_PLACEHOLDER} and be at most {MAX_TEMPLATE} characters."
+                    )));
+                }
+                template = custom.to_string();
+            }
+            let code = state.with_rng(|rng| code_type.generate(policy.code_length, rng));
+            plan.payload = Payload::Text {
+                body: render(&template, &code),
+                code: code.clone(),
+                locale: locale.clone(),
+            };
+            plan.secret = code;
+            plan.code_type = Some(code_type);
+            plan.locale = Some(locale);
+            plan.sms_template = Some(template);
+        }
+        Method::Whatsapp => {
+            let opts = req.whatsapp_options.clone().unwrap_or_default();
+            let code_type = parse_code_type(opts.code_type.as_deref())?;
+            let (locale, template) = settings.whatsapp_templates.negotiate(accept_language);
+            let code = state.with_rng(|rng| code_type.generate(policy.code_length, rng));
+            plan.payload = Payload::Text {
+                body: render(&template, &code),
+                code: code.clone(),
+                locale: locale.clone(),
+            };
+            plan.secret = code;
+            plan.code_type = Some(code_type);
+            plan.locale = Some(locale);
+        }
+        Method::Callout => {
+            let requested = req
+                .callout_options
+                .as_ref()
+                .and_then(|o| o.speech.as_ref())
+                .and_then(|s| s.locale.clone())
+                .filter(|l| !l.is_empty());
+            if let Some(l) = &requested {
+                if !valid_locale(l) {
+                    return Err(ApiError::invalid(format!(
+                        "speech locale {l:?} is invalid."
+                    )));
+                }
+            }
+            let (template_locale, template) = settings
+                .callout_templates
+                .negotiate(requested.as_deref().or(Some("en-US")));
+            let locale = requested.unwrap_or(template_locale);
+            let code = state.with_rng(|rng| CodeType::Numeric.generate(policy.code_length, rng));
+            let once = render(&template, &spoken(&code));
+            plan.payload = Payload::Callout {
+                code: code.clone(),
+                locale: locale.clone(),
+                script: format!("{once} {once}"),
+            };
+            plan.secret = code;
+            plan.code_type = Some(CodeType::Numeric);
+            plan.locale = Some(locale);
+        }
+        Method::Flashcall => {
+            let opts = req.flash_call_options.clone().unwrap_or_default();
+            let dial = flash_timeout(
+                opts.dial_timeout,
+                "dialTimeout",
+                policy.flashcall_dial_timeout,
+            )?;
+            let interception = flash_timeout(
+                opts.interception_timeout,
+                "interceptionTimeout",
+                policy.flashcall_interception_timeout,
+            )?;
+            let report = policy.flashcall_report_timeout.max(interception);
+            let (cli, filter) = state.with_rng(|rng| {
+                let ranges = &settings.cli_ranges;
+                let range = &ranges[rng.next_u32() as usize % ranges.len()];
+                (range.draw(rng), range.cli_filter())
+            });
+            plan.payload = Payload::FlashCall {
+                cli: cli.clone(),
+                dial_timeout: dial,
+            };
+            plan.secret = cli;
+            plan.ttl = Duration::seconds(i64::from(report));
+            plan.flash = Some((filter, interception, report));
+        }
+        Method::Seamless => {
+            let token = state.with_rng(|rng| {
+                let mut bytes = [0u8; 24];
+                rng.fill_bytes(&mut bytes);
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            });
+            let uri = format!(
+                "{}/verification/v1/seamless/{id}?token={token}",
+                settings.public_url
+            );
+            plan.payload = Payload::Seamless {
+                target_uri: uri.clone(),
+            };
+            plan.secret = token;
+            plan.seamless_uri = Some(uri);
+        }
+    }
+    Ok(plan)
+}
+
+/// Hands the message to the channel and records what it learned (call outcome, failure).
+async fn deliver(
+    state: &AppState,
+    verification: &mut Verification,
+    payload: Payload,
+) -> Result<(), ApiError> {
+    let message = OutboundMessage {
+        verification_id: verification.id.to_string(),
+        app: verification.app.clone(),
+        method: verification.method,
+        to: verification.identity.clone(),
+        payload,
+        created_at: state.now(),
+    };
+    let channel = &state.0.channel;
+    match channel.send(&message).await {
+        Ok(delivery) => {
+            if let Some(call) = delivery.call {
+                update_with(state, verification, |v, _| {
+                    v.record_call(call.clone());
+                    true
+                })
+                .await?;
+            }
+            tracing::debug!(verification.id = %verification.id, channel = channel.name(), "handed to channel");
+        }
+        Err(e) => {
+            let reason = match (&e, verification.method) {
+                (SendError::Permanent { .. }, Method::Sms) => Reason::SmsDeliveryFailure,
+                _ => Reason::NetworkErrorOrNumberUnreachable,
+            };
+            tracing::warn!(verification.id = %verification.id, channel = channel.name(), error = %e, "delivery failed");
+            update_with(state, verification, |v, now| v.fail_delivery(reason, now)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies `change` and writes back, re-reading and re-applying if another writer won the
+/// race. `change` returns whether it changed anything.
+async fn update_with(
+    state: &AppState,
+    verification: &mut Verification,
+    mut change: impl FnMut(&mut Verification, OffsetDateTime) -> bool,
+) -> Result<(), ApiError> {
+    for _ in 0..CAS_RETRIES {
+        if !change(verification, state.now()) {
+            return Ok(());
+        }
+        match state.0.store.update_verification(verification).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict {
+                constraint: "version",
+            }) => {
+                *verification = state
+                    .0
+                    .store
+                    .verification(&verification.app, verification.id)
+                    .await?
+                    .ok_or_else(ApiError::not_found)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::Unavailable,
+        "Service is temporarily unavailable, please try again later.",
+    ))
+}
+
+/// Which verification a report or status targets.
+pub enum Target<'a> {
+    /// By id.
+    Id(&'a str),
+    /// By number (the report body or the path says which method).
+    Identity(&'a str, Option<Method>),
+    /// By reference.
+    Reference(&'a str),
+}
+
+/// Loads the target verification of `app`.
+async fn load(state: &AppState, app: &str, target: &Target<'_>) -> Result<Verification, ApiError> {
+    let store = &state.0.store;
+    let found = match target {
+        Target::Id(id) => match VerificationId::parse(id) {
+            Some(id) => store.verification(app, id).await?,
+            None => None,
+        },
+        Target::Identity(endpoint, method) => {
+            let method = method.ok_or_else(|| ApiError::missing("Method"))?;
+            let number = normalize_endpoint(endpoint);
+            store.verification_by_identity(app, method, &number).await?
+        }
+        Target::Reference(reference) => store.verification_by_reference(app, reference).await?,
+    };
+    found.ok_or_else(ApiError::not_found)
+}
+
+/// A number from a path: E.164 if it parses, else as given (status lookups must not
+/// over-validate; an unknown number simply finds nothing).
+fn normalize_endpoint(raw: &str) -> String {
+    PhoneNumber::parse(raw).map_or_else(|_| raw.trim().to_string(), |n| n.as_str().to_string())
+}
+
+/// `PUT .../verifications/id/{id}` and `.../number/{endpoint}`.
+pub async fn report(
+    state: &AppState,
+    app: &str,
+    target: Target<'_>,
+    req: ReportRequest,
+) -> Result<ReportResponse, ApiError> {
+    let body_method = match req.method.as_deref() {
+        Some(m) => Some(Method::parse(m).ok_or_else(|| {
+            ApiError::invalid(format!("Verification method {m:?} is not supported."))
+        })?),
+        None => None,
+    };
+    let target = match target {
+        Target::Identity(endpoint, _) => Target::Identity(
+            endpoint,
+            Some(body_method.ok_or_else(|| ApiError::missing("Method"))?),
+        ),
+        other => other,
+    };
+    let mut verification = load(state, app, &target).await?;
+    let method = verification.method;
+    if let Some(m) = body_method {
+        if m != method {
+            return Err(ApiError::invalid(format!(
+                "Method {m} does not match the verification's method {method}."
+            )));
+        }
+    }
+    let candidate = match method {
+        Method::Sms => req.sms.and_then(|s| s.code).or(req.code),
+        Method::Whatsapp => req.whatsapp.and_then(|s| s.code).or(req.code),
+        Method::Callout => req.callout.and_then(|s| s.code).or(req.code),
+        Method::Flashcall => req.flash_call.and_then(|f| f.cli).or(req.code),
+        Method::Seamless => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "Seamless verifications are completed by the device opening targetUri, not by a report.",
+            ));
+        }
+    };
+    let candidate = candidate.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
+        ApiError::missing(match method {
+            Method::Flashcall => "flashCall.cli",
+            Method::Sms => "sms.code",
+            Method::Whatsapp => "whatsapp.code",
+            _ => "callout.code",
+        })
+    })?;
+    if candidate.len() > 64 {
+        return Err(ApiError::invalid("The reported code is too long."));
+    }
+    let source = req
+        .source
+        .as_deref()
+        .and_then(Source::parse)
+        .unwrap_or(Source::Manual);
+
+    let mut answer = None;
+    let hasher = state.0.hasher.clone();
+    update_with(state, &mut verification, |v, now| {
+        let a = v.report(&candidate, source, &hasher, now);
+        answer = Some(a);
+        a.outcome.changed()
+    })
+    .await?;
+    let Some(answer) = answer else {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "report produced no answer"
+        )));
+    };
+    tracing::info!(
+        verification.id = %verification.id,
+        method = %method,
+        outcome = ?answer.outcome,
+        "verification reported"
+    );
+    Ok(ReportResponse {
+        id: verification.id.to_string(),
+        method: method.as_str().into(),
+        status: answer.status.as_str().into(),
+        reason: answer.reason.map(|r| r.as_str().into()),
+        reference: verification.reference.clone(),
+        source: (answer.status == Status::Successful)
+            .then_some(verification.source)
+            .flatten()
+            .map(|s| s.as_str().into()),
+        call_complete: method
+            .is_call()
+            .then(|| verification.call.as_ref().is_some_and(|c| c.complete)),
+    })
+}
+
+const TIMESTAMP: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]");
+
+fn price(m: &Money) -> Price {
+    Price {
+        currency_id: m.currency.clone(),
+        amount: m.amount,
+    }
+}
+
+/// The three GET endpoints.
+pub async fn status(
+    state: &AppState,
+    app: &str,
+    target: Target<'_>,
+) -> Result<StatusResponse, ApiError> {
+    let v = load(state, app, &target).await?;
+    Ok(status_view(state, &v))
+}
+
+/// A verification in the status shape, as seen now.
+pub fn status_view(state: &AppState, v: &Verification) -> StatusResponse {
+    let (status, reason) = v.view_at(state.now());
+    let utc = v.timestamp().to_offset(time::UtcOffset::UTC);
+    let call = v.call.as_ref();
+    let prices = &state.0.settings.prices;
+    StatusResponse {
+        id: v.id.to_string(),
+        method: v.method.as_str().into(),
+        status: status.as_str().into(),
+        reason: reason.map(|r| r.as_str().into()),
+        reference: v.reference.clone(),
+        identity: Identity::number(v.identity.as_str()),
+        country_id: v.identity.region().map(str::to_string),
+        verification_timestamp: utc.format(TIMESTAMP).unwrap_or_default(),
+        price: (status != Status::Pending)
+            .then_some(v.price.as_ref())
+            .flatten()
+            .map(|p| StatusPrice {
+                verification_price: price(p),
+                termination_price: v.method.is_call().then(|| {
+                    price(
+                        &call
+                            .and_then(|c| c.termination_price.clone())
+                            .unwrap_or_else(|| {
+                                prices.termination_price(call.map_or(0, |c| c.billable_duration))
+                            }),
+                    )
+                }),
+                billable_duration: v
+                    .method
+                    .is_call()
+                    .then(|| call.map_or(0, |c| c.billable_duration)),
+            }),
+        source: v.source.map(|s| s.as_str().into()),
+        call_complete: v.method.is_call().then(|| call.is_some_and(|c| c.complete)),
+        call_result: call.and_then(|c| c.result).map(|r| r.as_str().into()),
+    }
+}
+
+/// The device side of a dev-mode seamless verification: opening `targetUri` with the right
+/// token completes it.
+pub async fn complete_seamless(
+    state: &AppState,
+    id: &str,
+    token: &str,
+) -> Result<StatusResponse, ApiError> {
+    let id = VerificationId::parse(id).ok_or_else(ApiError::not_found)?;
+    let mut v = state
+        .0
+        .store
+        .verification_by_id(id)
+        .await?
+        .filter(|v| v.method == Method::Seamless)
+        .ok_or_else(ApiError::not_found)?;
+    // The token is unguessable (192 bits); a wrong one learns nothing and changes nothing.
+    if !v.secret_matches(token, &state.0.hasher) {
+        return Err(ApiError::not_found());
+    }
+    let hasher = state.0.hasher.clone();
+    update_with(state, &mut v, |v, now| {
+        v.report(token, Source::Intercepted, &hasher, now)
+            .outcome
+            .changed()
+    })
+    .await?;
+    tracing::info!(verification.id = %v.id, status = %v.status, "seamless verification completed");
+    Ok(status_view(state, &v))
+}
