@@ -51,10 +51,10 @@ impl Templates {
                 .next()
                 .is_some_and(|l| l.eq_ignore_ascii_case(lang))
         };
-        if same_lang(&&self.default_locale) {
-            if let Some(t) = self.by_locale.get_key_value(&self.default_locale) {
-                return Some(t);
-            }
+        if same_lang(&&self.default_locale)
+            && let Some(t) = self.by_locale.get_key_value(&self.default_locale)
+        {
+            return Some(t);
         }
         self.by_locale.iter().find(|(locale, _)| same_lang(locale))
     }

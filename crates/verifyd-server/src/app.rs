@@ -32,9 +32,18 @@ use crate::state::{AppCache, AppState, Inner};
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place verifyd reads wall time"
+    )]
     fn now(&self) -> time::OffsetDateTime {
         time::OffsetDateTime::now_utc()
     }
+}
+
+/// Reads `clock` (a helper so callers need not import the trait).
+pub fn clock_now(clock: &dyn Clock) -> time::OffsetDateTime {
+    clock.now()
 }
 
 /// Opens the store named by `database_url`.
@@ -46,7 +55,7 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         bail!("database_url: PostgreSQL is not supported by this build yet; use sqlite://PATH");
     }
-    if !(url.starts_with("sqlite:") || !url.contains("://")) {
+    if !url.starts_with("sqlite:") && url.contains("://") {
         bail!("database_url = {url:?}: expected sqlite://PATH");
     }
     let store = SqliteStore::open(
@@ -98,6 +107,7 @@ pub struct Parts {
 }
 
 /// A built server, ready to serve.
+#[derive(Clone)]
 pub struct App {
     state: AppState,
 }

@@ -61,10 +61,9 @@ impl FromRequest<AppState> for Authed {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
+            && len > MAX_BODY as u64
         {
-            if len > MAX_BODY as u64 {
-                return Err(too_large());
-            }
+            return Err(too_large());
         }
         let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
             let is_limit = std::error::Error::source(&e)

@@ -125,12 +125,12 @@ pub async fn start(
         .identity
         .as_ref()
         .ok_or_else(|| ApiError::missing("Identity"))?;
-    if let Some(kind) = &identity.kind {
-        if !kind.eq_ignore_ascii_case("number") {
-            return Err(ApiError::invalid(format!(
-                "Identity type {kind:?} is not supported: only \"number\"."
-            )));
-        }
+    if let Some(kind) = &identity.kind
+        && !kind.eq_ignore_ascii_case("number")
+    {
+        return Err(ApiError::invalid(format!(
+            "Identity type {kind:?} is not supported: only \"number\"."
+        )));
     }
     let endpoint = identity
         .endpoint
@@ -146,15 +146,14 @@ pub async fn start(
             "Verification method {method_name:?} is not supported."
         ))
     })?;
-    if let Some(reference) = &req.reference {
-        if reference.is_empty()
+    if let Some(reference) = &req.reference
+        && (reference.is_empty()
             || reference.chars().count() > MAX_REFERENCE
-            || reference.chars().any(char::is_control)
-        {
-            return Err(ApiError::invalid(format!(
-                "reference must be 1 to {MAX_REFERENCE} characters without control characters."
-            )));
-        }
+            || reference.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(format!(
+            "reference must be 1 to {MAX_REFERENCE} characters without control characters."
+        )));
     }
     if req
         .custom
@@ -319,12 +318,12 @@ fn plan(
                 .and_then(|o| o.speech.as_ref())
                 .and_then(|s| s.locale.clone())
                 .filter(|l| !l.is_empty());
-            if let Some(l) = &requested {
-                if !valid_locale(l) {
-                    return Err(ApiError::invalid(format!(
-                        "speech locale {l:?} is invalid."
-                    )));
-                }
+            if let Some(l) = &requested
+                && !valid_locale(l)
+            {
+                return Err(ApiError::invalid(format!(
+                    "speech locale {l:?} is invalid."
+                )));
             }
             let (template_locale, template) = settings
                 .callout_templates
@@ -513,12 +512,12 @@ pub async fn report(
     };
     let mut verification = load(state, app, &target).await?;
     let method = verification.method;
-    if let Some(m) = body_method {
-        if m != method {
-            return Err(ApiError::invalid(format!(
-                "Method {m} does not match the verification's method {method}."
-            )));
-        }
+    if let Some(m) = body_method
+        && m != method
+    {
+        return Err(ApiError::invalid(format!(
+            "Method {m} does not match the verification's method {method}."
+        )));
     }
     let candidate = match method {
         Method::Sms => req.sms.and_then(|s| s.code).or(req.code),

@@ -1,6 +1,11 @@
 //! The shared conformance suite against a fresh SQLite file per story, plus what only a
 //! file-backed store can show: data survives closing and reopening.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed unwrap is a failed test"
+)]
+
 use std::sync::Arc;
 
 use verifyd_store::Store;

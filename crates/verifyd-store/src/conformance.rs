@@ -4,6 +4,11 @@
 //! which generates one `#[tokio::test]` per story, each on a fresh store from the backend's
 //! own `async fn() -> Arc<dyn Store>`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test suite: a failed unwrap is a failed conformance check"
+)]
+
 use std::sync::Arc;
 
 use rand::SeedableRng;

@@ -180,7 +180,7 @@ async fn apps(command: AppsCommand) -> anyhow::Result<()> {
             })?;
             let store = open_store(&settings)?;
             let mut rng = StdRng::from_os_rng();
-            let mut app = new_application(&name, &mut rng, time::OffsetDateTime::now_utc());
+            let mut app = new_application(&name, &mut rng, verifyd_core_clock_now());
             app.callback_url = callback_url;
             app.min_auth = min_auth;
             store.insert_application(&app).await?;
@@ -204,4 +204,10 @@ async fn apps(command: AppsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The CLI's wall-clock reading, for `created_at` of applications it creates.
+fn verifyd_core_clock_now() -> time::OffsetDateTime {
+    use verifyd_server::SystemClock;
+    verifyd_server::app::clock_now(&SystemClock)
 }

@@ -1,0 +1,168 @@
+//! Running the real `verifyd` binary as a child process.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "harness for a real child process: it polls wall time while the binary starts"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use verifyd_api::signing::{SignedRequest, decode_secret};
+
+pub const KEY: &str = "appKey";
+pub const SECRET: &str = "YXBwU2VjcmV0";
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes a config for `port` and `db` with the SDK e2e application.
+pub fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("verifyd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+listen = "127.0.0.1:{port}"
+database_url = "sqlite://{}"
+[[applications]]
+name = "e2e"
+key = "{KEY}"
+secret = "{SECRET}"
+"#,
+            dir.join("verifyd.db").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A running `verifyd serve`.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    /// Lines the server printed on stdout before it became healthy.
+    pub stdout: Vec<String>,
+}
+
+impl Server {
+    /// Spawns `verifyd serve` in `cwd` with `args` and `env`, and waits for `/healthz`.
+    pub fn spawn(cwd: &Path, args: &[&str], env: &[(&str, String)], port: u16) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_verifyd"));
+        cmd.current_dir(cwd)
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn verifyd");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::blocking_get(&format!("{url}/healthz"))
+                && r
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("verifyd exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "verifyd did not become healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut stdout = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            // The server prints its start-up banner (if any) before listening.
+            let reader = BufReader::new(out);
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in reader.lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            stdout = lines.lock().unwrap().clone();
+        }
+        Self { child, url, stdout }
+    }
+
+    /// `kill -9`.
+    pub fn kill_hard(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal blocking GET returning whether it answered 200.
+mod reqwest {
+    pub fn blocking_get(url: &str) -> Result<bool, ()> {
+        let rest = url.strip_prefix("http://").ok_or(())?;
+        let (host, path) = rest.split_once('/').ok_or(())?;
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(host).map_err(|_| ())?;
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|_| ())?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).map_err(|_| ())?;
+        Ok(buf.starts_with("HTTP/1.1 200"))
+    }
+}
+
+/// A signed request with the system clock (the binary uses the system clock).
+pub async fn signed(
+    http: &::reqwest::Client,
+    base: &str,
+    method: ::reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    key: &str,
+    secret: &str,
+) -> ::reqwest::Response {
+    let body = body
+        .map(|b| serde_json::to_vec(&b).unwrap())
+        .unwrap_or_default();
+    let ts = OffsetDateTime::now_utc().format(&Rfc3339).unwrap();
+    let auth = SignedRequest {
+        verb: method.as_str(),
+        body: &body,
+        content_type: "application/json",
+        timestamp: &ts,
+        resource: path,
+    }
+    .authorization("Application", key, &decode_secret(secret).unwrap());
+    http.request(method, format!("{base}{path}"))
+        .header("authorization", auth)
+        .header("x-timestamp", ts)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs the test peers (the official Sinch SDKs from npm and
+# PyPI) when they are missing, then `cargo test` over the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
+fi
+
+# npm @sinch/verification@1.4.0 + @sinch/sdk-core@1.4.0 (pinned by e2e/node/package-lock.json).
+if [ ! -d e2e/node/node_modules/@sinch/verification ]; then
+  npm ci --prefix e2e/node --no-audit --no-fund --loglevel=error
+fi
+# PyPI sinch==1.1.4, the last Python release with the Verification API.
+if ! e2e/python/.venv/bin/python -c "import sinch" >/dev/null 2>&1; then
+  python3 -m venv e2e/python/.venv
+  e2e/python/.venv/bin/pip install -q -r e2e/python/requirements.txt
+fi
+
+cargo test --workspace --locked "$@"
