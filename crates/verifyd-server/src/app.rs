@@ -22,9 +22,10 @@ use verifyd_core::{Clock, CodeHasher};
 use verifyd_store::{Application, Store};
 use verifyd_store_sqlite::{SqliteOptions, SqliteStore, path_from_url};
 
+use crate::callbacks::{self, Callbacks};
 use crate::config::Settings;
 use crate::error::{ApiError, error_response};
-use crate::routes::{device, ops, verifications};
+use crate::routes::{admin, device, ops, verifications};
 use crate::state::{AppCache, AppState, Inner};
 
 /// The system clock: the only place verifyd reads wall time.
@@ -90,6 +91,8 @@ pub fn new_application(
         secret: new_secret(rng),
         callback_url: None,
         min_auth: verifyd_store::MinAuth::default(),
+        allow_private_callbacks: false,
+        callback_fail_open: false,
         created_at: now,
     }
 }
@@ -153,6 +156,8 @@ impl App {
                     secret: app.secret.clone(),
                     callback_url: app.callback_url.clone(),
                     min_auth: app.min_auth,
+                    allow_private_callbacks: app.allow_private_callbacks,
+                    callback_fail_open: app.callback_fail_open,
                     created_at: clock.now(),
                 })
                 .await
@@ -163,6 +168,7 @@ impl App {
             settings.inbox_capacity,
         ));
         let channel: Arc<dyn Channel> = inbox.clone();
+        let callbacks = Callbacks::new(settings.callbacks.clone())?;
         Ok(Self {
             state: AppState(Arc::new(Inner {
                 settings,
@@ -173,6 +179,7 @@ impl App {
                 channel,
                 inbox: Some(inbox),
                 apps: AppCache::default(),
+                callbacks,
             })),
         })
     }
@@ -233,7 +240,12 @@ impl App {
                 get(verifications::status_by_identity),
             )
             .route("/verification/v1/seamless/{id}", get(device::seamless))
-            .route("/healthz", get(ops::healthz));
+            .route("/healthz", get(ops::healthz))
+            .route("/admin/v1/events", get(admin::list_events))
+            .route(
+                "/admin/v1/events/{id}/redeliver",
+                post(admin::redeliver_event),
+            );
         if self.state.0.inbox.is_some() {
             router = router.route("/inbox/v1/messages", get(ops::inbox));
         }
@@ -265,6 +277,16 @@ impl App {
         sweep(&self.state).await
     }
 
+    /// Delivers every callback event due now and waits for the outcomes; returns how many
+    /// were attempted. (The background worker does this continuously; tests with a manual
+    /// clock call it directly.)
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn deliver_due_events(&self) -> anyhow::Result<usize> {
+        callbacks::deliver_due(&self.state).await
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
     ///
     /// # Errors
@@ -279,12 +301,23 @@ impl App {
             tracing::warn!(%addr, "the dev inbox is exposed beyond loopback: anyone who can reach this address can read every code");
         }
         let sweeper = tokio::spawn(sweeper_loop(self.state.clone()));
+        let worker = self
+            .state
+            .0
+            .settings
+            .callbacks
+            .worker
+            .then(|| tokio::spawn(callbacks::worker_loop(self.state.clone())));
         tracing::info!(%addr, public_url = %self.state.0.settings.public_url, "verifyd listening");
         let result = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server failed");
         sweeper.abort();
+        if let Some(worker) = worker {
+            // In-flight deliveries are abandoned; their leases expire and they are retried.
+            worker.abort();
+        }
         tracing::info!("verifyd stopped");
         result
     }
@@ -296,6 +329,9 @@ async fn sweep(state: &AppState) -> anyhow::Result<usize> {
         let expired = state.0.store.expire_due(state.now(), 500).await?;
         for v in &expired {
             tracing::info!(verification.id = %v.id, "verification expired");
+        }
+        if !expired.is_empty() {
+            state.0.callbacks.notify.notify_one();
         }
         total += expired.len();
         if expired.len() < 500 {

@@ -85,7 +85,7 @@ fn parse_authorization(value: &str) -> Result<Presented<'_>, ApiError> {
 /// # Errors
 /// `40104` no header, `40100` malformed header, `40107` unknown application or a scheme
 /// below its minimum, `40101` missing/stale `x-timestamp`, `40102` bad signature or
-/// secret, `40303` public auth (needs a callback URL; callbacks arrive in a later release).
+/// secret, `40303` public auth for an application without a callback URL.
 pub async fn authenticate(
     state: &AppState,
     method: &Method,
@@ -178,11 +178,17 @@ pub async fn authenticate(
                 return Err(weaker_than_allowed("public"));
             }
             // Public auth is only safe when the backend approves every start through the
-            // Verification Request Event; until callbacks are delivered, refuse it.
-            Err(ApiError::new(
-                ErrorCode::CallbackRequired,
-                "Callback URL must be set when using public authorization method.",
-            ))
+            // Verification Request Event, so it needs a callback URL.
+            if app.app.callback_url.is_none() {
+                return Err(ApiError::new(
+                    ErrorCode::CallbackRequired,
+                    "Callback URL must be set when using public authorization method.",
+                ));
+            }
+            Ok(Caller {
+                app,
+                kind: AuthKind::Public,
+            })
         }
     }
 }

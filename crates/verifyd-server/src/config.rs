@@ -33,8 +33,12 @@ pub struct Config {
     pub sqlite_synchronous: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// Bearer token of the admin API ("" = disabled).
+    pub admin_token: String,
     /// `[auth]`.
     pub auth: AuthConfig,
+    /// `[callbacks]`.
+    pub callbacks: CallbacksConfig,
     /// `[verification]`.
     pub verification: VerificationConfig,
     /// `[flashcall]`.
@@ -55,6 +59,56 @@ pub struct Config {
 pub struct AuthConfig {
     /// Allowed clock difference for signed requests, seconds.
     pub timestamp_skew_seconds: u32,
+}
+
+/// `[callbacks]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallbacksConfig {
+    /// Request-event timeout.
+    pub request_timeout_ms: u64,
+    /// Per-attempt delivery timeout.
+    pub delivery_timeout_ms: u64,
+    /// Back-off base.
+    pub retry_base_ms: u64,
+    /// Back-off cap.
+    pub retry_max_seconds: u64,
+    /// Dead-letter age.
+    pub max_age_seconds: u64,
+    /// Deliveries in flight.
+    pub concurrency: usize,
+    /// Deliveries in flight per application.
+    pub per_application: usize,
+    /// Worker poll period.
+    pub poll_interval_ms: u64,
+    /// Loopback callback URLs allowed.
+    pub allow_loopback: bool,
+    /// Run the worker.
+    pub worker: bool,
+}
+
+/// Validated callback settings.
+#[derive(Debug, Clone)]
+pub struct CallbackSettings {
+    /// Request-event timeout.
+    pub request_timeout: std::time::Duration,
+    /// Per-attempt delivery timeout.
+    pub delivery_timeout: std::time::Duration,
+    /// Back-off base.
+    pub retry_base: Duration,
+    /// Back-off cap.
+    pub retry_max: Duration,
+    /// Dead-letter age.
+    pub max_age: Duration,
+    /// Deliveries in flight.
+    pub concurrency: usize,
+    /// Deliveries in flight per application.
+    pub per_application: usize,
+    /// Worker poll period.
+    pub poll_interval: std::time::Duration,
+    /// Loopback callback URLs allowed.
+    pub allow_loopback: bool,
+    /// Run the worker.
+    pub worker: bool,
 }
 
 /// `[verification]`.
@@ -156,6 +210,12 @@ pub struct ApplicationConfig {
     pub expiry_seconds: Option<u32>,
     /// Override of `[verification].max_attempts`.
     pub max_attempts: Option<u32>,
+    /// Callback URL may resolve to private addresses.
+    #[serde(default)]
+    pub allow_private_callbacks: bool,
+    /// Allow when the request event fails.
+    #[serde(default)]
+    pub callback_fail_open: bool,
 }
 
 /// The validated runtime settings.
@@ -173,6 +233,10 @@ pub struct Settings {
     pub json_logs: bool,
     /// Signed-request timestamp tolerance.
     pub timestamp_skew: Duration,
+    /// Admin API bearer token, if enabled.
+    pub admin_token: Option<String>,
+    /// Callback delivery.
+    pub callbacks: CallbackSettings,
     /// Expiry sweep period.
     pub sweep_interval: std::time::Duration,
     /// Policy for applications without overrides.
@@ -210,6 +274,10 @@ pub struct DeclaredApp {
     pub callback_url: Option<String>,
     /// Minimum auth.
     pub min_auth: MinAuth,
+    /// Callback URL may resolve to private addresses.
+    pub allow_private_callbacks: bool,
+    /// Allow when the request event fails.
+    pub callback_fail_open: bool,
 }
 
 impl Config {
@@ -302,12 +370,24 @@ impl Config {
                     &label,
                 )?,
             );
+            let callback_url = app.callback_url.clone().filter(|u| !u.trim().is_empty());
+            if let Some(url) = &callback_url {
+                check_callback_url(url)
+                    .map_err(|e| anyhow::anyhow!("{label}: callback_url: {e}"))?;
+            }
+            if min_auth == MinAuth::Public && callback_url.is_none() {
+                bail!(
+                    "{label}: min_auth = \"public\" needs a callback_url (the backend must approve every device-initiated start)"
+                );
+            }
             applications.push(DeclaredApp {
                 name: app.name.clone(),
                 key: app.key.clone(),
                 secret: app.secret.clone(),
-                callback_url: app.callback_url.clone().filter(|u| !u.trim().is_empty()),
+                callback_url,
                 min_auth,
+                allow_private_callbacks: app.allow_private_callbacks,
+                callback_fail_open: app.callback_fail_open,
             });
         }
         let cli_ranges = self
@@ -327,6 +407,8 @@ impl Config {
             sqlite_synchronous,
             json_logs,
             timestamp_skew: Duration::seconds(i64::from(self.auth.timestamp_skew_seconds)),
+            admin_token: Some(self.admin_token.trim().to_string()).filter(|t| !t.is_empty()),
+            callbacks: callbacks(&self.callbacks)?,
             sweep_interval: std::time::Duration::from_secs(u64::from(
                 v.sweep_interval_seconds.max(1),
             )),
@@ -378,6 +460,43 @@ fn policy(
         flashcall_report_timeout: flash.report_timeout.max(flash.interception_timeout),
         flashcall_deny_call_after: flash.deny_call_after,
         flashcall_dial_timeout: flash.dial_timeout,
+    })
+}
+
+/// Checks that a callback URL is an absolute http(s) URL with a host.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_callback_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{url:?} must be http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+fn callbacks(c: &CallbacksConfig) -> anyhow::Result<CallbackSettings> {
+    if c.concurrency == 0 || c.per_application == 0 {
+        bail!("[callbacks] concurrency and per_application must be at least 1");
+    }
+    if c.request_timeout_ms == 0 || c.delivery_timeout_ms == 0 {
+        bail!("[callbacks] timeouts must be at least 1 ms");
+    }
+    let secs = |v: u64| Duration::seconds(i64::try_from(v).unwrap_or(i64::MAX));
+    Ok(CallbackSettings {
+        request_timeout: std::time::Duration::from_millis(c.request_timeout_ms),
+        delivery_timeout: std::time::Duration::from_millis(c.delivery_timeout_ms),
+        retry_base: Duration::milliseconds(i64::try_from(c.retry_base_ms.max(1)).unwrap_or(1000)),
+        retry_max: secs(c.retry_max_seconds.max(1)),
+        max_age: secs(c.max_age_seconds.max(1)),
+        concurrency: c.concurrency,
+        per_application: c.per_application,
+        poll_interval: std::time::Duration::from_millis(c.poll_interval_ms.max(10)),
+        allow_loopback: c.allow_loopback,
+        worker: c.worker,
     })
 }
 

@@ -26,6 +26,21 @@ pub struct Authed {
 }
 
 impl Authed {
+    /// Refuses public (device) authentication: status lookups would let anyone holding the
+    /// embedded application key read other people's verifications.
+    ///
+    /// # Errors
+    /// `40107` for public auth.
+    pub fn require_backend(&self) -> Result<(), ApiError> {
+        if self.caller.kind == crate::auth::AuthKind::Public {
+            return Err(ApiError::new(
+                ErrorCode::InvalidAuthorization,
+                "Invalid authorization: status queries need signed or Basic authorization",
+            ));
+        }
+        Ok(())
+    }
+
     /// Parses the body as JSON into `T`.
     ///
     /// # Errors

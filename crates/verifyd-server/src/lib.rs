@@ -7,6 +7,7 @@
 //! - [`config`]: the configuration file and its validation into `Settings`.
 //! - [`app`]: building the server, the router, the expiry sweeper, serving.
 //! - [`auth`]: Signed / Basic / Public authentication.
+//! - [`callbacks`]: the request event, and result / SMS-delivered events from the outbox.
 //! - [`extract`]: extractors whose rejections are Sinch errors.
 //! - [`service`]: the use cases (start, report, status, seamless completion).
 //! - [`routes`]: thin HTTP handlers.
@@ -15,6 +16,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod error;
 pub mod extract;

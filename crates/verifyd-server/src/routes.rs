@@ -4,7 +4,9 @@
 //! - [`verifications`]: the six Sinch Verification API v1 operations.
 //! - [`device`]: the seamless `targetUri`, opened by the device.
 //! - [`ops`]: health, readiness and the dev inbox.
+//! - [`admin`]: the operator API (callback events).
 
+pub mod admin;
 pub mod device;
 pub mod ops;
 pub mod verifications;

@@ -5,6 +5,7 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime};
 use verifyd_api::ErrorCode;
+use verifyd_api::model::RequestEventResponse;
 use verifyd_api::model::{
     FlashCallStartInfo, Identity, Link, Price, ReportRequest, ReportResponse, SeamlessStartInfo,
     SmsStartInfo, StartRequest, StartResponse, StatusPrice, StatusResponse, WhatsappStartInfo,
@@ -17,8 +18,10 @@ use verifyd_core::{
     CodeType, Method, Money, NewVerification, PhoneNumber, Reason, Source, Status, Verification,
     VerificationId,
 };
-use verifyd_store::StoreError;
+use verifyd_store::{EventKind, StoreError};
 
+use crate::auth::{AuthKind, Caller};
+use crate::callbacks::{self, Decision, RequestContext};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -90,6 +93,17 @@ fn valid_locale(tag: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Validates a code chosen by the backend in its request-event answer.
+fn custom_code(code: &str) -> Result<String, ApiError> {
+    let code = code.trim();
+    if code.is_empty() || code.len() > 32 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::invalid(
+            "a custom code must be 1 to 32 letters or digits.",
+        ));
+    }
+    Ok(code.to_string())
+}
+
 /// Digits separated by spaces, for a spoken script.
 fn spoken(code: &str) -> String {
     code.chars().map(String::from).collect::<Vec<_>>().join(" ")
@@ -117,10 +131,23 @@ fn links(state: &AppState, id: &str) -> Vec<Link> {
 /// `POST /verification/v1/verifications`.
 pub async fn start(
     state: &AppState,
-    app: &str,
-    req: StartRequest,
+    caller: &Caller,
+    mut req: StartRequest,
     accept_language: Option<&str>,
 ) -> Result<Started, ApiError> {
+    let known = &caller.app;
+    let app = known.app.key.as_str();
+    if caller.kind == AuthKind::Public {
+        // A device chooses the number and method, nothing else: options are for signed
+        // backend requests only (OAS), and the backend decides through the request event.
+        req.sms_options = None;
+        req.flash_call_options = None;
+        req.callout_options = None;
+        req.whatsapp_options = None;
+        req.expiry = None;
+        req.template = None;
+        req.code_type = None;
+    }
     let identity = req
         .identity
         .as_ref()
@@ -167,13 +194,52 @@ pub async fn start(
 
     let policy = state.policy(app).clone();
     let id = state.with_rng(|rng| VerificationId::random(rng));
-    let plan = plan(state, method, &req, accept_language, &policy, id)?;
-    let now = state.now();
+    // Validates every option before anything leaves the server.
+    let mut plan = plan(state, method, &req, accept_language, &policy, id, None)?;
     let price = state
         .0
         .settings
         .prices
         .verification_price(method, number.region());
+    let mut denial = None;
+    if known.app.callback_url.is_some() {
+        let ctx = RequestContext {
+            id,
+            method,
+            endpoint: number.as_str(),
+            price: &price,
+            reference: req.reference.as_deref(),
+            custom: req.custom.as_deref(),
+            accept_language,
+        };
+        let decision = callbacks::request_event(state, known, &ctx).await;
+        let invalid = |why: String| {
+            tracing::warn!(verification.id = %id, app = %app, %why, fail_open = known.app.callback_fail_open, "invalid answer to the request event");
+            (!known.app.callback_fail_open).then_some(Reason::InvalidCallback)
+        };
+        denial = match decision {
+            Decision::Allow(answer) => {
+                match self::plan(
+                    state,
+                    method,
+                    &req,
+                    accept_language,
+                    &policy,
+                    id,
+                    Some(&answer),
+                ) {
+                    Ok(overridden) => {
+                        plan = overridden;
+                        None
+                    }
+                    Err(e) => invalid(format!("unusable override: {}", e.message)),
+                }
+            }
+            Decision::Deny => Some(Reason::DeniedByCallback),
+            Decision::Invalid(why) => invalid(why),
+        };
+    }
+    let now = state.now();
     let mut verification = Verification::start(
         NewVerification {
             id,
@@ -192,7 +258,31 @@ pub async fn start(
         &state.0.hasher,
         now,
     );
-    let superseded = state.0.store.insert_verification(&verification).await?;
+    if let Some(reason) = denial {
+        verification.deny(reason, now);
+        state
+            .0
+            .store
+            .insert_verification(&verification, &[EventKind::Result])
+            .await?;
+        state.0.callbacks.notify.notify_one();
+        tracing::info!(verification.id = %id, app = %app, method = %method, number = %number.masked(), reason = %reason, "verification denied at start");
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            match reason {
+                Reason::DeniedByCallback => "Verification denied by callback.".to_string(),
+                _ => format!("Verification denied: {reason}."),
+            },
+        ));
+    }
+    let superseded = state
+        .0
+        .store
+        .insert_verification(&verification, &[])
+        .await?;
+    if !superseded.is_empty() {
+        state.0.callbacks.notify.notify_one();
+    }
     for old in &superseded {
         tracing::info!(verification.id = %old.id, superseded_by = %id, "verification aborted by a newer start");
     }
@@ -205,7 +295,13 @@ pub async fn start(
         "verification started"
     );
 
-    deliver(state, &mut verification, plan.payload).await?;
+    deliver(
+        state,
+        &mut verification,
+        plan.payload,
+        known.app.callback_url.is_some(),
+    )
+    .await?;
 
     let id_text = id.to_string();
     let response = StartResponse {
@@ -243,6 +339,12 @@ pub async fn start(
     })
 }
 
+/// Decides code, lifetime, locale and message for a start, from the request and (after the
+/// request event) the backend's overrides.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; each input is distinct"
+)]
 fn plan(
     state: &AppState,
     method: Method,
@@ -250,6 +352,7 @@ fn plan(
     accept_language: Option<&str>,
     policy: &verifyd_core::Policy,
     id: VerificationId,
+    overrides: Option<&RequestEventResponse>,
 ) -> Result<Plan, ApiError> {
     let settings = &state.0.settings;
     let mut plan = Plan {
@@ -267,16 +370,30 @@ fn plan(
     match method {
         Method::Sms => {
             let opts = req.sms_options.clone().unwrap_or_default();
-            let code_type =
-                parse_code_type(opts.code_type.as_deref().or(req.code_type.as_deref()))?;
-            if let Some(expiry) = opts.expiry.as_deref().or(req.expiry.as_deref()) {
+            let ov = overrides.and_then(|o| o.sms.clone()).unwrap_or_default();
+            let code_type = parse_code_type(
+                ov.code_type
+                    .as_deref()
+                    .or(opts.code_type.as_deref())
+                    .or(req.code_type.as_deref()),
+            )?;
+            if let Some(expiry) = ov
+                .expiry
+                .as_deref()
+                .or(opts.expiry.as_deref())
+                .or(req.expiry.as_deref())
+            {
                 plan.ttl = parse_expiry(expiry).ok_or_else(|| {
                     ApiError::invalid(format!(
                         "expiry {expiry:?} is invalid: expected HH:MM:SS between 00:00:01 and 24:00:00."
                     ))
                 })?;
             }
-            let language = accept_language.or(opts.locale.as_deref());
+            let override_language = ov.accept_language.as_ref().map(|l| l.join(", "));
+            let language = override_language
+                .as_deref()
+                .or(accept_language)
+                .or(opts.locale.as_deref());
             let (locale, mut template) = settings.sms_templates.negotiate(language);
             if let Some(custom) = opts.template.as_deref().or(req.template.as_deref()) {
                 if !custom.contains(CODE_PLACEHOLDER) || custom.chars().count() > MAX_TEMPLATE {
@@ -286,7 +403,10 @@ fn plan(
                 }
                 template = custom.to_string();
             }
-            let code = state.with_rng(|rng| code_type.generate(policy.code_length, rng));
+            let code = match ov.code {
+                Some(custom) => custom_code(&custom)?,
+                None => state.with_rng(|rng| code_type.generate(policy.code_length, rng)),
+            };
             plan.payload = Payload::Text {
                 body: render(&template, &code),
                 code: code.clone(),
@@ -299,8 +419,14 @@ fn plan(
         }
         Method::Whatsapp => {
             let opts = req.whatsapp_options.clone().unwrap_or_default();
-            let code_type = parse_code_type(opts.code_type.as_deref())?;
-            let (locale, template) = settings.whatsapp_templates.negotiate(accept_language);
+            let ov = overrides
+                .and_then(|o| o.whatsapp.clone())
+                .unwrap_or_default();
+            let code_type = parse_code_type(ov.code_type.as_deref().or(opts.code_type.as_deref()))?;
+            let override_language = ov.accept_language.as_ref().map(|l| l.join(", "));
+            let (locale, template) = settings
+                .whatsapp_templates
+                .negotiate(override_language.as_deref().or(accept_language));
             let code = state.with_rng(|rng| code_type.generate(policy.code_length, rng));
             plan.payload = Payload::Text {
                 body: render(&template, &code),
@@ -312,11 +438,20 @@ fn plan(
             plan.locale = Some(locale);
         }
         Method::Callout => {
-            let requested = req
-                .callout_options
+            let ov = overrides
+                .and_then(|o| o.callout.clone())
+                .unwrap_or_default();
+            let requested = ov
+                .speech
                 .as_ref()
-                .and_then(|o| o.speech.as_ref())
                 .and_then(|s| s.locale.clone())
+                .or(ov.locale.clone())
+                .or_else(|| {
+                    req.callout_options
+                        .as_ref()
+                        .and_then(|o| o.speech.as_ref())
+                        .and_then(|s| s.locale.clone())
+                })
                 .filter(|l| !l.is_empty());
             if let Some(l) = &requested
                 && !valid_locale(l)
@@ -329,7 +464,16 @@ fn plan(
                 .callout_templates
                 .negotiate(requested.as_deref().or(Some("en-US")));
             let locale = requested.unwrap_or(template_locale);
-            let code = state.with_rng(|rng| CodeType::Numeric.generate(policy.code_length, rng));
+            let code = match ov.code {
+                Some(custom) => {
+                    let code = custom_code(&custom)?;
+                    if !CodeType::Numeric.accepts(&code) {
+                        return Err(ApiError::invalid("a callout code must be digits."));
+                    }
+                    code
+                }
+                None => state.with_rng(|rng| CodeType::Numeric.generate(policy.code_length, rng)),
+            };
             let once = render(&template, &spoken(&code));
             plan.payload = Payload::Callout {
                 code: code.clone(),
@@ -342,22 +486,41 @@ fn plan(
         }
         Method::Flashcall => {
             let opts = req.flash_call_options.clone().unwrap_or_default();
+            let ov = overrides
+                .and_then(|o| o.flash_call.clone())
+                .unwrap_or_default();
             let dial = flash_timeout(
-                opts.dial_timeout,
+                ov.dial_timeout.or(opts.dial_timeout),
                 "dialTimeout",
                 policy.flashcall_dial_timeout,
             )?;
             let interception = flash_timeout(
-                opts.interception_timeout,
+                ov.interception_timeout.or(opts.interception_timeout),
                 "interceptionTimeout",
                 policy.flashcall_interception_timeout,
             )?;
             let report = policy.flashcall_report_timeout.max(interception);
-            let (cli, filter) = state.with_rng(|rng| {
-                let ranges = &settings.cli_ranges;
-                let range = &ranges[rng.next_u32() as usize % ranges.len()];
-                (range.draw(rng), range.cli_filter())
-            });
+            let (cli, filter) = match ov.cli {
+                Some(cli) => {
+                    // The backend may pick the CLI, but only from ranges the operator owns.
+                    let cli = verifyd_core::CodeHasher::normalize(&cli, true);
+                    let range = settings
+                        .cli_ranges
+                        .iter()
+                        .find(|r| r.contains(&cli))
+                        .ok_or_else(|| {
+                            ApiError::invalid(
+                                "flashCall.cli is not in a CLI range this server owns.",
+                            )
+                        })?;
+                    (cli, range.cli_filter())
+                }
+                None => state.with_rng(|rng| {
+                    let ranges = &settings.cli_ranges;
+                    let range = &ranges[rng.next_u32() as usize % ranges.len()];
+                    (range.draw(rng), range.cli_filter())
+                }),
+            };
             plan.payload = Payload::FlashCall {
                 cli: cli.clone(),
                 dial_timeout: dial,
@@ -391,6 +554,7 @@ async fn deliver(
     state: &AppState,
     verification: &mut Verification,
     payload: Payload,
+    has_callback: bool,
 ) -> Result<(), ApiError> {
     let message = OutboundMessage {
         verification_id: verification.id.to_string(),
@@ -403,9 +567,18 @@ async fn deliver(
     let channel = &state.0.channel;
     match channel.send(&message).await {
         Ok(delivery) => {
-            if let Some(call) = delivery.call {
-                update_with(state, verification, |v, _| {
-                    v.record_call(call.clone());
+            let sms_delivered =
+                delivery.delivered && verification.method == Method::Sms && has_callback;
+            if delivery.call.is_some() || sms_delivered {
+                let events: &[EventKind] = if sms_delivered {
+                    &[EventKind::SmsDelivered { successful: true }]
+                } else {
+                    &[]
+                };
+                update_with(state, verification, events, |v, _| {
+                    if let Some(call) = &delivery.call {
+                        v.record_call(call.clone());
+                    }
                     true
                 })
                 .await?;
@@ -418,7 +591,10 @@ async fn deliver(
                 _ => Reason::NetworkErrorOrNumberUnreachable,
             };
             tracing::warn!(verification.id = %verification.id, channel = channel.name(), error = %e, "delivery failed");
-            update_with(state, verification, |v, now| v.fail_delivery(reason, now)).await?;
+            update_with(state, verification, &[EventKind::Result], |v, now| {
+                v.fail_delivery(reason, now)
+            })
+            .await?;
         }
     }
     Ok(())
@@ -429,14 +605,25 @@ async fn deliver(
 async fn update_with(
     state: &AppState,
     verification: &mut Verification,
+    events: &[EventKind],
     mut change: impl FnMut(&mut Verification, OffsetDateTime) -> bool,
 ) -> Result<(), ApiError> {
     for _ in 0..CAS_RETRIES {
         if !change(verification, state.now()) {
             return Ok(());
         }
-        match state.0.store.update_verification(verification).await {
-            Ok(()) => return Ok(()),
+        match state
+            .0
+            .store
+            .update_verification(verification, events)
+            .await
+        {
+            Ok(()) => {
+                if !events.is_empty() {
+                    state.0.callbacks.notify.notify_one();
+                }
+                return Ok(());
+            }
             Err(StoreError::Conflict {
                 constraint: "version",
             }) => {
@@ -454,6 +641,58 @@ async fn update_with(
         ErrorCode::Unavailable,
         "Service is temporarily unavailable, please try again later.",
     ))
+}
+
+/// Like [`update_with`], for changes that may or may not finish the verification: `change`
+/// returns (changed, finished), and a result event is queued with the write that finishes it.
+async fn update_with_events(
+    state: &AppState,
+    verification: &mut Verification,
+    mut change: impl FnMut(&mut Verification, OffsetDateTime) -> (bool, bool),
+) -> Result<(), ApiError> {
+    for _ in 0..CAS_RETRIES {
+        let (changed, finished) = change(verification, state.now());
+        if !changed {
+            return Ok(());
+        }
+        let events: &[EventKind] = if finished { &[EventKind::Result] } else { &[] };
+        match state
+            .0
+            .store
+            .update_verification(verification, events)
+            .await
+        {
+            Ok(()) => {
+                if finished {
+                    state.0.callbacks.notify.notify_one();
+                }
+                return Ok(());
+            }
+            Err(StoreError::Conflict {
+                constraint: "version",
+            }) => {
+                *verification = reload(state, verification).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(busy())
+}
+
+async fn reload(state: &AppState, v: &Verification) -> Result<Verification, ApiError> {
+    state
+        .0
+        .store
+        .verification(&v.app, v.id)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "Service is temporarily unavailable, please try again later.",
+    )
 }
 
 /// Which verification a report or status targets.
@@ -550,10 +789,12 @@ pub async fn report(
 
     let mut answer = None;
     let hasher = state.0.hasher.clone();
-    update_with(state, &mut verification, |v, now| {
+    let mut finished = false;
+    update_with_events(state, &mut verification, |v, now| {
         let a = v.report(&candidate, source, &hasher, now);
         answer = Some(a);
-        a.outcome.changed()
+        finished = a.outcome.finished();
+        (a.outcome.changed(), finished)
     })
     .await?;
     let Some(answer) = answer else {
@@ -663,10 +904,9 @@ pub async fn complete_seamless(
         return Err(ApiError::not_found());
     }
     let hasher = state.0.hasher.clone();
-    update_with(state, &mut v, |v, now| {
-        v.report(token, Source::Intercepted, &hasher, now)
-            .outcome
-            .changed()
+    update_with_events(state, &mut v, |v, now| {
+        let outcome = v.report(token, Source::Intercepted, &hasher, now).outcome;
+        (outcome.changed(), outcome.finished())
     })
     .await?;
     tracing::info!(verification.id = %v.id, status = %v.status, "seamless verification completed");

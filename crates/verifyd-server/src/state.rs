@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     /// Present only in dev-inbox mode; `GET /inbox/v1/messages` is routed only then.
     pub inbox: Option<Arc<DevInbox>>,
     pub apps: AppCache,
+    /// Callback clients, settings and the worker's wake-up.
+    pub callbacks: crate::callbacks::Callbacks,
 }
 
 impl AppState {

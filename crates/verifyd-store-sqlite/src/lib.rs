@@ -24,14 +24,20 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use verifyd_core::{Method, Status, Verification, VerificationId};
-use verifyd_store::{Application, Store, StoreError, StoreResult};
+use verifyd_store::{
+    Application, EventKind, EventState, OutboxEvent, Store, StoreError, StoreResult,
+};
 
 use crate::rows::{
-    VERIFICATION_COLUMNS, app_from_row, micros, verification_from_row, verification_params,
+    APP_COLUMNS, EVENT_COLUMNS, VERIFICATION_COLUMNS, app_from_row, event_from_row, micros,
+    verification_from_row, verification_params,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_callbacks.sql"),
+];
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -306,6 +312,30 @@ fn cas_update(conn: &Connection, v: &Verification) -> StoreResult<()> {
     Ok(())
 }
 
+/// Queues `kind` for `v`, only if its application has a callback URL.
+fn enqueue(
+    conn: &Connection,
+    v: &Verification,
+    kind: EventKind,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (app, verification_id, kind, state, created_at, retry_from, next_attempt_at)
+         SELECT ?1, ?2, ?3, 'pending', ?4, ?4, ?4
+         WHERE EXISTS (SELECT 1 FROM applications WHERE key = ?1 AND callback_url IS NOT NULL)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            v.app,
+            v.id.as_bytes().as_slice(),
+            kind.as_str(),
+            micros(now)
+        ])
+    })
+    .map_err(other)?;
+    Ok(())
+}
+
 fn query_verifications(
     conn: &Connection,
     sql: &str,
@@ -322,15 +352,16 @@ impl Store for SqliteStore {
         let app = app.clone();
         self.write(move |conn| {
             conn.execute(
-                "INSERT INTO applications (key, name, secret, callback_url, min_auth, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &format!("INSERT INTO applications ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
                 params![
                     app.key,
                     app.name,
                     app.secret,
                     app.callback_url,
                     app.min_auth.as_str(),
-                    micros(app.created_at)
+                    micros(app.created_at),
+                    app.allow_private_callbacks,
+                    app.callback_fail_open
                 ],
             )
             .map_err(|e| {
@@ -351,17 +382,22 @@ impl Store for SqliteStore {
         let app = app.clone();
         self.write(move |conn| {
             conn.execute(
-                "INSERT INTO applications (key, name, secret, callback_url, min_auth, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (key) DO UPDATE SET name = excluded.name, secret = excluded.secret,
-                    callback_url = excluded.callback_url, min_auth = excluded.min_auth",
+                &format!(
+                    "INSERT INTO applications ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (key) DO UPDATE SET name = excluded.name, secret = excluded.secret,
+                        callback_url = excluded.callback_url, min_auth = excluded.min_auth,
+                        allow_private_callbacks = excluded.allow_private_callbacks,
+                        callback_fail_open = excluded.callback_fail_open"
+                ),
                 params![
                     app.key,
                     app.name,
                     app.secret,
                     app.callback_url,
                     app.min_auth.as_str(),
-                    micros(app.created_at)
+                    micros(app.created_at),
+                    app.allow_private_callbacks,
+                    app.callback_fail_open
                 ],
             )
             .map_err(other)?;
@@ -374,10 +410,9 @@ impl Store for SqliteStore {
         let key = key.to_string();
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT key, name, secret, callback_url, min_auth, created_at
-                     FROM applications WHERE key = ?1",
-                )?
+                .prepare_cached(&format!(
+                    "SELECT {APP_COLUMNS} FROM applications WHERE key = ?1"
+                ))?
                 .query_row([key], app_from_row)
                 .optional()?)
         })
@@ -386,10 +421,9 @@ impl Store for SqliteStore {
 
     async fn list_applications(&self) -> StoreResult<Vec<Application>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT key, name, secret, callback_url, min_auth, created_at
-                 FROM applications ORDER BY created_at, key",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {APP_COLUMNS} FROM applications ORDER BY created_at, key"
+            ))?;
             let rows = stmt.query_map([], app_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -418,8 +452,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_verification(&self, v: &Verification) -> StoreResult<Vec<Verification>> {
+    async fn insert_verification(
+        &self,
+        v: &Verification,
+        events: &[EventKind],
+    ) -> StoreResult<Vec<Verification>> {
         let v = v.clone();
+        let events = events.to_vec();
         self.write(move |conn| {
             if let Some(reference) = &v.reference {
                 let taken: Option<i64> = conn
@@ -449,6 +488,7 @@ impl Store for SqliteStore {
                 old.abort(v.created_at);
                 cas_update(conn, old)?;
                 old.version += 1;
+                enqueue(conn, old, EventKind::Result, v.created_at)?;
             }
             write_verification_row(conn, &v).map_err(|e| {
                 if is_unique_violation(&e) {
@@ -459,14 +499,30 @@ impl Store for SqliteStore {
                     other(e)
                 }
             })?;
+            for kind in events {
+                enqueue(conn, &v, kind, v.created_at)?;
+            }
             Ok(aborted)
         })
         .await
     }
 
-    async fn update_verification(&self, v: &mut Verification) -> StoreResult<()> {
+    async fn update_verification(
+        &self,
+        v: &mut Verification,
+        events: &[EventKind],
+    ) -> StoreResult<()> {
         let copy = v.clone();
-        self.write(move |conn| cas_update(conn, &copy)).await?;
+        let events = events.to_vec();
+        self.write(move |conn| {
+            cas_update(conn, &copy)?;
+            let now = copy.finished_at.unwrap_or(copy.created_at);
+            for kind in events {
+                enqueue(conn, &copy, kind, now)?;
+            }
+            Ok(())
+        })
+        .await?;
         v.version += 1;
         Ok(())
     }
@@ -554,9 +610,124 @@ impl Store for SqliteStore {
                 if v.expire_if_due(now) {
                     cas_update(conn, v)?;
                     v.version += 1;
+                    enqueue(conn, v, EventKind::Result, now)?;
                 }
             }
             Ok(due)
+        })
+        .await
+    }
+
+    async fn claim_events(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+        per_app: usize,
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        self.write(move |conn| {
+            let mut events = {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM (
+                            SELECT *, ROW_NUMBER() OVER (PARTITION BY app ORDER BY next_attempt_at, id) AS n
+                            FROM events WHERE state = 'pending' AND next_attempt_at <= ?1
+                         ) WHERE n <= ?2 ORDER BY next_attempt_at, id LIMIT ?3"
+                    ))
+                    .map_err(other)?;
+                let rows = stmt
+                    .query_map(
+                        params![micros(now), per_app as i64, limit as i64],
+                        event_from_row,
+                    )
+                    .map_err(other)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(other)?
+            };
+            for e in &mut events {
+                conn.prepare_cached(
+                    "UPDATE events SET attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![e.id, micros(lease_until)]))
+                .map_err(other)?;
+                e.attempts += 1;
+                e.next_attempt_at = lease_until;
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn event_delivered(&self, id: i64, now: OffsetDateTime) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE events SET state = 'delivered', delivered_at = ?2, last_error = NULL WHERE id = ?1",
+                params![id, micros(now)],
+            )
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn event_retry(
+        &self,
+        id: i64,
+        next_attempt_at: OffsetDateTime,
+        error: &str,
+    ) -> StoreResult<()> {
+        let error = error.to_string();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE events SET state = 'pending', next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, micros(next_attempt_at), error],
+            )
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn event_dead(&self, id: i64, error: &str) -> StoreResult<()> {
+        let error = error.to_string();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE events SET state = 'dead', last_error = ?2 WHERE id = ?1",
+                params![id, error],
+            )
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        state: Option<EventState>,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE (?1 IS NULL OR state = ?1) ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(
+                params![state.map(EventState::as_str), limit as i64],
+                event_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn redeliver_event(&self, id: i64, now: OffsetDateTime) -> StoreResult<bool> {
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE events SET state = 'pending', next_attempt_at = ?2, retry_from = ?2,
+                        delivered_at = NULL WHERE id = ?1",
+                    params![id, micros(now)],
+                )
+                .map_err(other)?;
+            Ok(n == 1)
         })
         .await
     }

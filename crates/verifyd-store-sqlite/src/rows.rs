@@ -8,7 +8,15 @@ use verifyd_core::{
     CallInfo, CallResult, CodeHash, CodeType, Method, Money, PhoneNumber, Reason, Source, Status,
     Verification, VerificationId,
 };
-use verifyd_store::{Application, MinAuth};
+use verifyd_store::{Application, EventKind, EventState, MinAuth, OutboxEvent};
+
+/// Application columns, in [`app_from_row`] order.
+pub const APP_COLUMNS: &str = "key, name, secret, callback_url, min_auth, created_at, \
+    allow_private_callbacks, callback_fail_open";
+
+/// Event columns, in [`event_from_row`] order.
+pub const EVENT_COLUMNS: &str = "id, app, verification_id, kind, state, attempts, created_at, \
+    retry_from, next_attempt_at, last_error";
 
 /// Column order shared by every SELECT and the INSERT (28 columns).
 pub const VERIFICATION_COLUMNS: &str = "id, app, method, endpoint, country_code, region, status, \
@@ -132,7 +140,7 @@ pub fn verification_from_row(row: &Row<'_>) -> rusqlite::Result<Verification> {
     })
 }
 
-/// Reads an application row (`key, name, secret, callback_url, min_auth, created_at`).
+/// Reads an application row selected with [`APP_COLUMNS`].
 pub fn app_from_row(row: &Row<'_>) -> rusqlite::Result<Application> {
     let min_auth: String = row.get(4)?;
     Ok(Application {
@@ -142,5 +150,26 @@ pub fn app_from_row(row: &Row<'_>) -> rusqlite::Result<Application> {
         callback_url: row.get(3)?,
         min_auth: MinAuth::parse(&min_auth).ok_or_else(|| bad(4, "min_auth"))?,
         created_at: from_micros(row.get(5)?)?,
+        allow_private_callbacks: row.get(6)?,
+        callback_fail_open: row.get(7)?,
+    })
+}
+
+/// Reads an event row selected with [`EVENT_COLUMNS`].
+pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxEvent> {
+    let vid: Vec<u8> = row.get(2)?;
+    let kind: String = row.get(3)?;
+    let state: String = row.get(4)?;
+    Ok(OutboxEvent {
+        id: row.get(0)?,
+        app: row.get(1)?,
+        verification_id: VerificationId(Uuid::from_slice(&vid).map_err(|_| bad(2, "id"))?),
+        kind: EventKind::parse(&kind).ok_or_else(|| bad(3, "event kind"))?,
+        state: EventState::parse(&state).ok_or_else(|| bad(4, "event state"))?,
+        attempts: row.get(5)?,
+        created_at: from_micros(row.get(6)?)?,
+        retry_from: from_micros(row.get(7)?)?,
+        next_attempt_at: from_micros(row.get(8)?)?,
+        last_error: row.get(9)?,
     })
 }

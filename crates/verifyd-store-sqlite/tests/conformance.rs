@@ -27,7 +27,7 @@ async fn an_answered_insert_is_on_disk_when_the_store_is_reopened() {
     let v = sms("app", "+46700000099", 99);
     {
         let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-        store.insert_verification(&v).await.unwrap();
+        store.insert_verification(&v, &[]).await.unwrap();
     }
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
     let back = store.verification("app", v.id).await.unwrap().unwrap();

@@ -20,7 +20,7 @@ use verifyd_core::{
     Verification, VerificationId,
 };
 
-use crate::{Application, MinAuth, Store, StoreError};
+use crate::{Application, EventKind, EventState, MinAuth, OutboxEvent, Store, StoreError};
 
 /// The instant every story starts at.
 pub const T0: OffsetDateTime = datetime!(2026-11-26 10:00:00.123456 UTC);
@@ -40,7 +40,12 @@ macro_rules! conformance_tests {
             concurrent_correct_reports_succeed_exactly_once,
             identity_lookup_prefers_the_pending_verification,
             applications_cannot_see_each_other,
-            expire_due_fails_only_due_pending_verifications
+            expire_due_fails_only_due_pending_verifications,
+            events_are_queued_only_for_applications_with_a_callback,
+            every_final_transition_queues_a_result_event_in_the_same_transaction,
+            claims_lease_events_and_are_fair_between_applications,
+            concurrent_claims_never_hand_out_an_event_twice,
+            events_retry_die_and_can_be_redelivered
         );
     };
     (@each $make:path, $($story:ident),+) => {
@@ -65,7 +70,17 @@ fn app(key: &str) -> Application {
         secret: "YXBwU2VjcmV0".into(),
         callback_url: None,
         min_auth: MinAuth::Basic,
+        allow_private_callbacks: false,
+        callback_fail_open: false,
         created_at: T0,
+    }
+}
+
+/// An application with a callback URL (so events are queued for it).
+fn app_with_callback(key: &str) -> Application {
+    Application {
+        callback_url: Some(format!("https://example.com/{key}/callback")),
+        ..app(key)
     }
 }
 
@@ -109,6 +124,8 @@ pub async fn applications_round_trip(store: Arc<dyn Store>) {
     let mut changed = a.clone();
     changed.callback_url = Some("https://example.com/cb".into());
     changed.min_auth = MinAuth::Public;
+    changed.allow_private_callbacks = true;
+    changed.callback_fail_open = true;
     store.upsert_application(&changed).await.unwrap();
     assert_eq!(store.application("k1").await.unwrap(), Some(changed));
     store.upsert_application(&app("k2")).await.unwrap();
@@ -139,7 +156,7 @@ pub async fn verification_round_trips_every_field(store: Arc<dyn Store>) {
     let mut v = sms("app", "+46700000001", 1);
     v.reference = Some("ref ü/1".into());
     v.custom = Some("c".repeat(4096));
-    store.insert_verification(&v).await.unwrap();
+    store.insert_verification(&v, &[]).await.unwrap();
     assert_eq!(
         store.verification("app", v.id).await.unwrap(),
         Some(v.clone())
@@ -156,7 +173,7 @@ pub async fn verification_round_trips_every_field(store: Arc<dyn Store>) {
             amount: 0.01,
         }),
     });
-    store.insert_verification(&call).await.unwrap();
+    store.insert_verification(&call, &[]).await.unwrap();
     let mut back = store.verification("app", call.id).await.unwrap().unwrap();
     assert_eq!(back, call);
 
@@ -167,7 +184,7 @@ pub async fn verification_round_trips_every_field(store: Arc<dyn Store>) {
         T0 + Duration::seconds(3),
     );
     assert_eq!(answer.status, Status::Successful);
-    store.update_verification(&mut back).await.unwrap();
+    store.update_verification(&mut back, &[]).await.unwrap();
     assert_eq!(back.version, 1);
     assert_eq!(
         store.verification("app", call.id).await.unwrap(),
@@ -191,11 +208,11 @@ pub async fn verification_round_trips_every_field(store: Arc<dyn Store>) {
 pub async fn a_reference_is_unique_per_application(store: Arc<dyn Store>) {
     let mut a = sms("app", "+46700000003", 3);
     a.reference = Some("r1".into());
-    store.insert_verification(&a).await.unwrap();
+    store.insert_verification(&a, &[]).await.unwrap();
     let mut b = sms("app", "+46700000004", 4);
     b.reference = Some("r1".into());
     assert!(matches!(
-        store.insert_verification(&b).await,
+        store.insert_verification(&b, &[]).await,
         Err(StoreError::Conflict {
             constraint: "reference"
         })
@@ -203,15 +220,21 @@ pub async fn a_reference_is_unique_per_application(store: Arc<dyn Store>) {
     assert_eq!(store.verification("app", b.id).await.unwrap(), None);
     let mut c = sms("other", "+46700000004", 5);
     c.reference = Some("r1".into());
-    store.insert_verification(&c).await.unwrap();
+    store.insert_verification(&c, &[]).await.unwrap();
 }
 
 /// Starting again for the same number and method aborts the pending one.
 pub async fn a_new_start_supersedes_the_pending_one(store: Arc<dyn Store>) {
     let first = sms("app", "+46700000005", 6);
-    assert!(store.insert_verification(&first).await.unwrap().is_empty());
+    assert!(
+        store
+            .insert_verification(&first, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let second = sms("app", "+46700000005", 7);
-    let aborted = store.insert_verification(&second).await.unwrap();
+    let aborted = store.insert_verification(&second, &[]).await.unwrap();
     assert_eq!(aborted.len(), 1);
     assert_eq!(aborted[0].id, first.id);
     assert_eq!(aborted[0].status, Status::Aborted);
@@ -221,7 +244,13 @@ pub async fn a_new_start_supersedes_the_pending_one(store: Arc<dyn Store>) {
     // A different method for the same number is independent.
     let mut flash = sms("app", "+46700000005", 8);
     flash.method = Method::Flashcall;
-    assert!(store.insert_verification(&flash).await.unwrap().is_empty());
+    assert!(
+        store
+            .insert_verification(&flash, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         store
             .verification("app", second.id)
@@ -240,7 +269,7 @@ pub async fn concurrent_starts_leave_exactly_one_pending(store: Arc<dyn Store>) 
             let store = store.clone();
             tokio::spawn(async move {
                 let v = sms("app", "+46700000006", 100 + i);
-                store.insert_verification(&v).await.map(|_| v.id)
+                store.insert_verification(&v, &[]).await.map(|_| v.id)
             })
         })
         .collect();
@@ -260,14 +289,14 @@ pub async fn concurrent_starts_leave_exactly_one_pending(store: Arc<dyn Store>) 
 /// An update based on a stale read is refused and changes nothing.
 pub async fn stale_updates_are_rejected(store: Arc<dyn Store>) {
     let v = sms("app", "+46700000007", 9);
-    store.insert_verification(&v).await.unwrap();
+    store.insert_verification(&v, &[]).await.unwrap();
     let mut a = store.verification("app", v.id).await.unwrap().unwrap();
     let mut b = a.clone();
     a.report("000000", Source::Manual, &hasher(), T0);
-    store.update_verification(&mut a).await.unwrap();
+    store.update_verification(&mut a, &[]).await.unwrap();
     b.report("123456", Source::Manual, &hasher(), T0);
     assert!(matches!(
-        store.update_verification(&mut b).await,
+        store.update_verification(&mut b, &[]).await,
         Err(StoreError::Conflict {
             constraint: "version"
         })
@@ -281,7 +310,7 @@ pub async fn stale_updates_are_rejected(store: Arc<dyn Store>) {
 /// SUCCESSFUL transition.
 pub async fn concurrent_correct_reports_succeed_exactly_once(store: Arc<dyn Store>) {
     let v = sms("app", "+46700000008", 10);
-    store.insert_verification(&v).await.unwrap();
+    store.insert_verification(&v, &[]).await.unwrap();
     let handles: Vec<_> = (0..12)
         .map(|_| {
             let store = store.clone();
@@ -292,7 +321,7 @@ pub async fn concurrent_correct_reports_succeed_exactly_once(store: Arc<dyn Stor
                     if !answer.outcome.changed() {
                         return false;
                     }
-                    match store.update_verification(&mut cur).await {
+                    match store.update_verification(&mut cur, &[]).await {
                         Ok(()) => return answer.outcome.finished(),
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(e) => panic!("{e}"),
@@ -325,9 +354,9 @@ pub async fn identity_lookup_prefers_the_pending_verification(store: Arc<dyn Sto
     );
     let mut old = sms("app", number, 11);
     old.created_at = T0 - Duration::minutes(1);
-    store.insert_verification(&old).await.unwrap();
+    store.insert_verification(&old, &[]).await.unwrap();
     let newer = sms("app", number, 12);
-    store.insert_verification(&newer).await.unwrap();
+    store.insert_verification(&newer, &[]).await.unwrap();
     let hit = store
         .verification_by_identity("app", Method::Sms, number)
         .await
@@ -336,7 +365,7 @@ pub async fn identity_lookup_prefers_the_pending_verification(store: Arc<dyn Sto
     assert_eq!(hit.id, newer.id);
     let mut done = hit;
     done.report("123456", Source::Manual, &hasher(), T0);
-    store.update_verification(&mut done).await.unwrap();
+    store.update_verification(&mut done, &[]).await.unwrap();
     let hit = store
         .verification_by_identity("app", Method::Sms, number)
         .await
@@ -356,7 +385,7 @@ pub async fn identity_lookup_prefers_the_pending_verification(store: Arc<dyn Sto
 pub async fn applications_cannot_see_each_other(store: Arc<dyn Store>) {
     let mut v = sms("a1", "+46700000010", 13);
     v.reference = Some("shared".into());
-    store.insert_verification(&v).await.unwrap();
+    store.insert_verification(&v, &[]).await.unwrap();
     assert!(store.verification("a2", v.id).await.unwrap().is_none());
     assert!(
         store
@@ -374,7 +403,7 @@ pub async fn applications_cannot_see_each_other(store: Arc<dyn Store>) {
     );
     // Superseding in a2 does not touch a1's pending verification.
     store
-        .insert_verification(&sms("a2", "+46700000010", 14))
+        .insert_verification(&sms("a2", "+46700000010", 14), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -396,7 +425,7 @@ pub async fn expire_due_fails_only_due_pending_verifications(store: Arc<dyn Stor
     let mut finished = sms("app", "+46700000013", 17);
     finished.report("123456", Source::Manual, &hasher(), T0);
     for v in [&due, &later, &finished] {
-        store.insert_verification(v).await.unwrap();
+        store.insert_verification(v, &[]).await.unwrap();
     }
     let expired = store
         .expire_due(T0 + Duration::minutes(10), 100)
@@ -434,6 +463,263 @@ pub async fn expire_due_fails_only_due_pending_verifications(store: Arc<dyn Stor
     assert!(
         store
             .expire_due(T0 + Duration::minutes(10), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// No callback URL, no events; with one, events are queued.
+pub async fn events_are_queued_only_for_applications_with_a_callback(store: Arc<dyn Store>) {
+    store.insert_application(&app("quiet")).await.unwrap();
+    store
+        .insert_application(&app_with_callback("loud"))
+        .await
+        .unwrap();
+    let mut q = sms("quiet", "+46700000020", 20);
+    q.deny(Reason::Fraud, T0);
+    store
+        .insert_verification(&q, &[EventKind::Result])
+        .await
+        .unwrap();
+    let mut l = sms("loud", "+46700000020", 21);
+    l.deny(Reason::Fraud, T0);
+    store
+        .insert_verification(&l, &[EventKind::Result])
+        .await
+        .unwrap();
+    let events = store.list_events(None, 100).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].app, "loud");
+    assert_eq!(events[0].verification_id, l.id);
+    assert_eq!(events[0].kind, EventKind::Result);
+    assert_eq!(events[0].state, EventState::Pending);
+    assert_eq!(events[0].attempts, 0);
+    assert_eq!(events[0].created_at, T0);
+}
+
+/// Supersession, a report, a delivery receipt and expiry each queue their event with the
+/// state change; a write that loses its race queues nothing.
+pub async fn every_final_transition_queues_a_result_event_in_the_same_transaction(
+    store: Arc<dyn Store>,
+) {
+    store
+        .insert_application(&app_with_callback("cb"))
+        .await
+        .unwrap();
+    let first = sms("cb", "+46700000021", 22);
+    store.insert_verification(&first, &[]).await.unwrap();
+    let second = sms("cb", "+46700000021", 23);
+    store.insert_verification(&second, &[]).await.unwrap();
+    let kinds = |events: Vec<OutboxEvent>| -> Vec<(VerificationId, EventKind)> {
+        events
+            .into_iter()
+            .map(|e| (e.verification_id, e.kind))
+            .collect()
+    };
+    assert_eq!(
+        kinds(store.list_events(None, 100).await.unwrap()),
+        vec![(first.id, EventKind::Result)],
+        "the aborted verification's result"
+    );
+
+    let mut a = store.verification("cb", second.id).await.unwrap().unwrap();
+    let mut stale = a.clone();
+    a.report("123456", Source::Manual, &hasher(), T0);
+    store
+        .update_verification(
+            &mut a,
+            &[
+                EventKind::SmsDelivered { successful: true },
+                EventKind::Result,
+            ],
+        )
+        .await
+        .unwrap();
+    stale.report("000000", Source::Manual, &hasher(), T0);
+    assert!(
+        store
+            .update_verification(&mut stale, &[EventKind::Result])
+            .await
+            .is_err()
+    );
+
+    let third = sms("cb", "+46700000022", 24);
+    store.insert_verification(&third, &[]).await.unwrap();
+    store
+        .expire_due(T0 + Duration::minutes(10), 10)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        kinds(store.list_events(None, 100).await.unwrap()),
+        vec![
+            (first.id, EventKind::Result),
+            (second.id, EventKind::SmsDelivered { successful: true }),
+            (second.id, EventKind::Result),
+            (third.id, EventKind::Result),
+        ]
+    );
+}
+
+async fn queue_results(store: &Arc<dyn Store>, app_key: &str, n: u64, seed: u64) {
+    for i in 0..n {
+        let mut v = sms(app_key, &format!("+4670000{:04}", seed + i), seed + i);
+        v.deny(Reason::Fraud, T0);
+        store
+            .insert_verification(&v, &[EventKind::Result])
+            .await
+            .unwrap();
+    }
+}
+
+/// A claim takes due events, at most `per_app` per application, leases them, and the lease
+/// running out makes them due again (a claimer that died).
+pub async fn claims_lease_events_and_are_fair_between_applications(store: Arc<dyn Store>) {
+    store
+        .insert_application(&app_with_callback("busy"))
+        .await
+        .unwrap();
+    store
+        .insert_application(&app_with_callback("calm"))
+        .await
+        .unwrap();
+    queue_results(&store, "busy", 5, 1000).await;
+    queue_results(&store, "calm", 1, 2000).await;
+    let lease = T0 + Duration::seconds(30);
+    let first = store.claim_events(T0, lease, 10, 2).await.unwrap();
+    let apps: Vec<&str> = first.iter().map(|e| e.app.as_str()).collect();
+    assert_eq!(apps.iter().filter(|a| **a == "busy").count(), 2);
+    assert_eq!(apps.iter().filter(|a| **a == "calm").count(), 1);
+    assert!(
+        first
+            .iter()
+            .all(|e| e.attempts == 1 && e.next_attempt_at == lease)
+    );
+    let second = store.claim_events(T0, lease, 10, 2).await.unwrap();
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|e| e.app == "busy"));
+    let third = store.claim_events(T0, lease, 10, 10).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert!(
+        store
+            .claim_events(T0, lease, 10, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The claimer died: at the lease end everything is due again, with a second attempt.
+    let again = store
+        .claim_events(lease, lease + Duration::seconds(30), 10, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 6);
+    assert!(again.iter().all(|e| e.attempts == 2));
+}
+
+/// Many claimers at once: every event is handed out exactly once.
+pub async fn concurrent_claims_never_hand_out_an_event_twice(store: Arc<dyn Store>) {
+    store
+        .insert_application(&app_with_callback("race"))
+        .await
+        .unwrap();
+    queue_results(&store, "race", 40, 3000).await;
+    let lease = T0 + Duration::minutes(5);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let batch = store.claim_events(T0, lease, 3, 100).await.unwrap();
+                    if batch.is_empty() {
+                        return got;
+                    }
+                    got.extend(batch.into_iter().map(|e| e.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(total, 40);
+    assert_eq!(all.len(), 40);
+}
+
+/// Delivered, retried, dead, listed by state, redelivered.
+pub async fn events_retry_die_and_can_be_redelivered(store: Arc<dyn Store>) {
+    store
+        .insert_application(&app_with_callback("ops"))
+        .await
+        .unwrap();
+    queue_results(&store, "ops", 3, 4000).await;
+    let claimed = store
+        .claim_events(T0, T0 + Duration::seconds(30), 10, 10)
+        .await
+        .unwrap();
+    let (a, b, c) = (claimed[0].id, claimed[1].id, claimed[2].id);
+    store.event_delivered(a, T0).await.unwrap();
+    store
+        .event_retry(b, T0 + Duration::seconds(4), "HTTP 503")
+        .await
+        .unwrap();
+    store
+        .event_dead(c, "gave up after 24h: HTTP 500")
+        .await
+        .unwrap();
+
+    let pending = store
+        .list_events(Some(EventState::Pending), 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, b);
+    assert_eq!(pending[0].last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(pending[0].next_attempt_at, T0 + Duration::seconds(4));
+    assert!(
+        store
+            .claim_events(T0 + Duration::seconds(3), T0 + Duration::minutes(1), 10, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .claim_events(T0 + Duration::seconds(4), T0 + Duration::minutes(1), 10, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let dead = store.list_events(Some(EventState::Dead), 10).await.unwrap();
+    assert_eq!(dead.iter().map(|e| e.id).collect::<Vec<_>>(), vec![c]);
+    assert_eq!(
+        store
+            .list_events(Some(EventState::Delivered), 10)
+            .await
+            .unwrap()[0]
+            .id,
+        a
+    );
+
+    let later = T0 + Duration::hours(30);
+    assert!(store.redeliver_event(c, later).await.unwrap());
+    assert!(!store.redeliver_event(999_999, later).await.unwrap());
+    let back = store
+        .list_events(Some(EventState::Pending), 10)
+        .await
+        .unwrap();
+    let revived = back.iter().find(|e| e.id == c).unwrap();
+    assert_eq!(revived.retry_from, later);
+    assert_eq!(revived.next_attempt_at, later);
+    assert!(
+        store
+            .list_events(Some(EventState::Dead), 10)
             .await
             .unwrap()
             .is_empty()

@@ -62,6 +62,12 @@ pub struct Application {
     pub callback_url: Option<String>,
     /// Weakest accepted auth scheme.
     pub min_auth: MinAuth,
+    /// Whether the callback URL may resolve to private, loopback or link-local addresses
+    /// (refused by default to prevent server-side request forgery).
+    pub allow_private_callbacks: bool,
+    /// When the Verification Request Event cannot be answered (timeout, error, garbage):
+    /// `true` proceeds as if allowed, `false` (the default) denies.
+    pub callback_fail_open: bool,
     /// When it was created.
     pub created_at: OffsetDateTime,
 }
@@ -75,8 +81,102 @@ impl std::fmt::Debug for Application {
             .field("secret", &"<redacted>")
             .field("callback_url", &self.callback_url)
             .field("min_auth", &self.min_auth)
+            .field("allow_private_callbacks", &self.allow_private_callbacks)
+            .field("callback_fail_open", &self.callback_fail_open)
             .finish()
     }
+}
+
+/// What an outbox event announces. The event body is built when it is delivered, from the
+/// verification (whose final state never changes) and this kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// `VerificationResultEvent`: the verification reached a final state.
+    Result,
+    /// `VerificationSmsDeliveredEvent`: a delivery receipt arrived.
+    SmsDelivered {
+        /// `Successful` (true) or `Failed`.
+        successful: bool,
+    },
+}
+
+impl EventKind {
+    /// The stored form (`result`, `sms_delivered:ok`, `sms_delivered:failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Result => "result",
+            EventKind::SmsDelivered { successful: true } => "sms_delivered:ok",
+            EventKind::SmsDelivered { successful: false } => "sms_delivered:failed",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "result" => EventKind::Result,
+            "sms_delivered:ok" => EventKind::SmsDelivered { successful: true },
+            "sms_delivered:failed" => EventKind::SmsDelivered { successful: false },
+            _ => return None,
+        })
+    }
+}
+
+/// Where an outbox event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventState {
+    /// Waiting for (re)delivery.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up after the retry window; kept for the operator to inspect and redeliver.
+    Dead,
+}
+
+impl EventState {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Delivered => "delivered",
+            EventState::Dead => "dead",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "pending" => EventState::Pending,
+            "delivered" => EventState::Delivered,
+            "dead" => EventState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// A callback event in the transactional outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// Outbox id.
+    pub id: i64,
+    /// The application whose callback URL receives it.
+    pub app: String,
+    /// The verification it is about.
+    pub verification_id: VerificationId,
+    /// What it announces.
+    pub kind: EventKind,
+    /// Where it is.
+    pub state: EventState,
+    /// Delivery attempts started so far.
+    pub attempts: u32,
+    /// When it was queued.
+    pub created_at: OffsetDateTime,
+    /// Start of the current retry window (reset by a manual redelivery); the worker gives up
+    /// once the window exceeds the configured age.
+    pub retry_from: OffsetDateTime,
+    /// When it may be attempted next (also the lease end of a claimed event).
+    pub next_attempt_at: OffsetDateTime,
+    /// What went wrong last.
+    pub last_error: Option<String>,
 }
 
 /// What can go wrong in a store.
@@ -119,21 +219,33 @@ pub trait Store: Send + Sync + 'static {
     /// every node sharing the store uses the same key.
     async fn server_key(&self, name: &str, fresh: [u8; 32]) -> StoreResult<[u8; 32]>;
 
-    /// Inserts a PENDING verification. In the same transaction, every other PENDING
-    /// verification of the same application, method and number is ABORTED (supersession);
+    /// Inserts a verification (normally PENDING; DENIED when refused at start) and queues
+    /// `events` about it. In the same transaction, every other PENDING verification of the
+    /// same application, method and number is ABORTED (supersession) with a result event;
     /// those are returned as they are after the change.
+    ///
+    /// Events are queued only for applications that have a callback URL.
     ///
     /// # Errors
     /// `Conflict { constraint: "reference" }` if the application already has a verification
     /// with this reference (nothing is changed then).
-    async fn insert_verification(&self, v: &Verification) -> StoreResult<Vec<Verification>>;
+    async fn insert_verification(
+        &self,
+        v: &Verification,
+        events: &[EventKind],
+    ) -> StoreResult<Vec<Verification>>;
 
-    /// Writes back a verification read earlier, if nobody changed it since: compares
-    /// `v.version` and bumps it on success.
+    /// Writes back a verification read earlier, if nobody changed it since, and queues
+    /// `events` in the same transaction: compares `v.version` and bumps it on success.
     ///
     /// # Errors
-    /// `Conflict { constraint: "version" }` if the stored version differs (re-read, re-apply).
-    async fn update_verification(&self, v: &mut Verification) -> StoreResult<()>;
+    /// `Conflict { constraint: "version" }` if the stored version differs (re-read, re-apply;
+    /// nothing was queued).
+    async fn update_verification(
+        &self,
+        v: &mut Verification,
+        events: &[EventKind],
+    ) -> StoreResult<()>;
 
     /// A verification of `app` by id; another application's verification is `None`.
     async fn verification(
@@ -163,9 +275,46 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Verification>>;
 
     /// Marks up to `limit` PENDING verifications whose expiry is at or before `now` as
-    /// FAIL / Expired, and returns them as changed.
+    /// FAIL / Expired, queues their result events, and returns them as changed.
     async fn expire_due(&self, now: OffsetDateTime, limit: usize)
     -> StoreResult<Vec<Verification>>;
+
+    /// Claims up to `limit` pending events due at `now`, at most `per_app` of any one
+    /// application (so one slow receiver cannot take every slot). Claiming counts an attempt
+    /// and leases the event until `lease_until`; if the claimer dies, the event is due again
+    /// then.
+    async fn claim_events(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+        per_app: usize,
+    ) -> StoreResult<Vec<OutboxEvent>>;
+
+    /// Marks an event delivered.
+    async fn event_delivered(&self, id: i64, now: OffsetDateTime) -> StoreResult<()>;
+
+    /// Reschedules a failed attempt for `next_attempt_at`, remembering `error`.
+    async fn event_retry(
+        &self,
+        id: i64,
+        next_attempt_at: OffsetDateTime,
+        error: &str,
+    ) -> StoreResult<()>;
+
+    /// Gives up on an event: it stays stored as dead for the operator.
+    async fn event_dead(&self, id: i64, error: &str) -> StoreResult<()>;
+
+    /// Events in `state` (every state when `None`), oldest first, at most `limit`.
+    async fn list_events(
+        &self,
+        state: Option<EventState>,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxEvent>>;
+
+    /// Queues a dead (or delivered) event again, due at `now`, with a fresh retry window.
+    /// Returns whether the event exists.
+    async fn redeliver_event(&self, id: i64, now: OffsetDateTime) -> StoreResult<bool>;
 
     /// Whether the store answers (for readiness checks).
     async fn ping(&self) -> StoreResult<()>;

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use verifyd_server::app::{new_application, open_store};
 use verifyd_server::{App, Config, telemetry};
-use verifyd_store::MinAuth;
+use verifyd_store::{EventState, MinAuth};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,39 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Inspect and redeliver callback events (the outbox).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List events, oldest first.
+    List {
+        /// pending, delivered, dead or all.
+        #[arg(long, default_value = "dead")]
+        state: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// TOML configuration file.
+        #[arg(long, env = "VERIFYD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Queue events for delivery again (a running server picks them up within its poll
+    /// interval).
+    Redeliver {
+        /// Event ids.
+        ids: Vec<i64>,
+        /// Every dead event.
+        #[arg(long)]
+        all_dead: bool,
+        /// TOML configuration file.
+        #[arg(long, env = "VERIFYD_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -60,6 +93,12 @@ enum AppsCommand {
         /// Weakest accepted auth: signed, basic or public.
         #[arg(long, default_value = "basic")]
         min_auth: String,
+        /// Let the callback URL resolve to private / link-local addresses.
+        #[arg(long)]
+        allow_private_callbacks: bool,
+        /// Allow starts when the request event gets no usable answer.
+        #[arg(long)]
+        callback_fail_open: bool,
         /// TOML configuration file (to find the database).
         #[arg(long, env = "VERIFYD_CONFIG")]
         config: Option<PathBuf>,
@@ -104,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Apps { command } => apps(command).await,
+        Command::Events { command } => events(command).await,
         Command::Config { command } => match command {
             ConfigCommand::Default => {
                 print!("{}", verifyd_server::config::DEFAULT_CONFIG);
@@ -172,17 +212,28 @@ async fn apps(command: AppsCommand) -> anyhow::Result<()> {
             name,
             callback_url,
             min_auth,
+            allow_private_callbacks,
+            callback_fail_open,
             config,
         } => {
             let settings = Config::load(config.as_deref())?.settings()?;
             let min_auth = MinAuth::parse(&min_auth).with_context(|| {
                 format!("--min-auth {min_auth:?}: expected signed, basic or public")
             })?;
+            if let Some(url) = &callback_url {
+                verifyd_server::config::check_callback_url(url)
+                    .map_err(|e| anyhow::anyhow!("--callback-url: {e}"))?;
+            }
+            if min_auth == MinAuth::Public && callback_url.is_none() {
+                anyhow::bail!("--min-auth public needs --callback-url");
+            }
             let store = open_store(&settings)?;
             let mut rng = StdRng::from_os_rng();
             let mut app = new_application(&name, &mut rng, verifyd_core_clock_now());
             app.callback_url = callback_url;
             app.min_auth = min_auth;
+            app.allow_private_callbacks = allow_private_callbacks;
+            app.callback_fail_open = callback_fail_open;
             store.insert_application(&app).await?;
             println!("name:   {}", app.name);
             println!("key:    {}", app.key);
@@ -200,6 +251,67 @@ async fn apps(command: AppsCommand) -> anyhow::Result<()> {
                     app.min_auth.as_str(),
                     app.callback_url.as_deref().unwrap_or("-")
                 );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn events(command: EventsCommand) -> anyhow::Result<()> {
+    match command {
+        EventsCommand::List {
+            state,
+            limit,
+            config,
+        } => {
+            let settings = Config::load(config.as_deref())?.settings()?;
+            let filter = match state.as_str() {
+                "all" => None,
+                s => Some(EventState::parse(s).with_context(|| {
+                    format!("--state {s:?}: expected pending, delivered, dead or all")
+                })?),
+            };
+            let store = open_store(&settings)?;
+            for e in store.list_events(filter, limit).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\tattempts={}\t{}",
+                    e.id,
+                    e.state.as_str(),
+                    e.kind.as_str(),
+                    e.app,
+                    e.verification_id,
+                    e.attempts,
+                    e.last_error.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        EventsCommand::Redeliver {
+            mut ids,
+            all_dead,
+            config,
+        } => {
+            let settings = Config::load(config.as_deref())?.settings()?;
+            let store = open_store(&settings)?;
+            if all_dead {
+                ids.extend(
+                    store
+                        .list_events(Some(EventState::Dead), usize::MAX >> 1)
+                        .await?
+                        .into_iter()
+                        .map(|e| e.id),
+                );
+            }
+            if ids.is_empty() {
+                anyhow::bail!("name event ids or pass --all-dead");
+            }
+            let now = verifyd_core_clock_now();
+            for id in ids {
+                if store.redeliver_event(id, now).await? {
+                    println!("{id}\tqueued");
+                } else {
+                    println!("{id}\tnot found");
+                }
             }
             Ok(())
         }

@@ -226,26 +226,63 @@ async fn logs_carry_neither_codes_nor_secrets_nor_whole_numbers_and_sigterm_stop
     }
     assert!(ready, "server did not start");
     let number = "+46700000801";
-    let r = signed(&http, &url, Method::POST, "/verification/v1/verifications",
-        Some(json!({"identity": {"type": "number", "endpoint": number}, "method": "sms"})), KEY, SECRET).await;
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    let inbox: Value = http.get(format!("{url}/inbox/v1/messages?to=%2B46700000801")).send().await.unwrap().json().await.unwrap();
+    let r = signed(
+        &http,
+        &url,
+        Method::POST,
+        "/verification/v1/verifications",
+        Some(json!({"identity": {"type": "number", "endpoint": number}, "method": "sms"})),
+        KEY,
+        SECRET,
+    )
+    .await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inbox: Value = http
+        .get(format!("{url}/inbox/v1/messages?to=%2B46700000801"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let code = inbox["messages"][0]["code"].as_str().unwrap().to_string();
-    let r = signed(&http, &url, Method::PUT, &format!("/verification/v1/verifications/id/{id}"),
-        Some(json!({"method": "sms", "sms": {"code": code}})), KEY, SECRET).await;
+    let r = signed(
+        &http,
+        &url,
+        Method::PUT,
+        &format!("/verification/v1/verifications/id/{id}"),
+        Some(json!({"method": "sms", "sms": {"code": code}})),
+        KEY,
+        SECRET,
+    )
+    .await;
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "SUCCESSFUL");
 
     // SIGTERM: graceful shutdown, exit status 0.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(exit.success(), "{exit}");
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains(&id), "the verification id is logged");
     assert!(logs.contains("+46*******01"), "the number is logged masked");
-    assert!(!logs.contains(number), "the whole number leaked into the logs");
-    assert!(!logs.contains(&format!("\"{code}\"")) && !logs.contains(&format!("={code}")), "the code leaked");
+    assert!(
+        !logs.contains(number),
+        "the whole number leaked into the logs"
+    );
+    assert!(
+        !logs.contains(&format!("\"{code}\"")) && !logs.contains(&format!("={code}")),
+        "the code leaked"
+    );
     assert!(!logs.contains(SECRET), "the secret leaked");
     assert!(logs.contains("verifyd stopped"));
 }

@@ -23,13 +23,7 @@ pub async fn start_verification(
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let started = service::start(
-        &state,
-        &req.caller.app.app.key,
-        body,
-        accept_language.as_deref(),
-    )
-    .await?;
+    let started = service::start(&state, &req.caller, body, accept_language.as_deref()).await?;
     let mut response = Json(started.response).into_response();
     if let Some(lang) = started
         .content_language
@@ -73,6 +67,7 @@ pub async fn status_by_id(
     SinchPath(id): SinchPath<String>,
     req: Authed,
 ) -> Result<Json<StatusResponse>, ApiError> {
+    req.require_backend()?;
     let app = &req.caller.app.app.key;
     Ok(Json(service::status(&state, app, Target::Id(&id)).await?))
 }
@@ -84,6 +79,7 @@ pub async fn status_by_identity(
     SinchPath((method, endpoint)): SinchPath<(String, String)>,
     req: Authed,
 ) -> Result<Json<StatusResponse>, ApiError> {
+    req.require_backend()?;
     let method = Method::parse(&method).ok_or_else(|| {
         ApiError::invalid(format!("Verification method {method:?} is not supported."))
     })?;
@@ -99,6 +95,7 @@ pub async fn status_by_reference(
     SinchPath(reference): SinchPath<String>,
     req: Authed,
 ) -> Result<Json<StatusResponse>, ApiError> {
+    req.require_backend()?;
     let app = &req.caller.app.app.key;
     Ok(Json(
         service::status(&state, app, Target::Reference(&reference)).await?,

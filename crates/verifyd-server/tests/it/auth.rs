@@ -234,24 +234,32 @@ async fn basic_auth_works_unless_the_application_requires_signing() {
 }
 
 #[tokio::test]
-async fn public_auth_needs_a_public_application_and_a_callback() {
-    let app = TestApp::spawn_with(
-        "[[applications]]\nname = \"device\"\nkey = \"device\"\nsecret = \"ZGV2aWNl\"\nmin_auth = \"public\"",
-    )
-    .await;
-    let public = |key: &str| {
-        app.http
-            .post(format!("{}{START}", app.url))
-            .header("authorization", format!("Application {key}"))
-            .body(start_body())
-            .send()
-    };
-    assert_error(public(KEY).await.unwrap(), 401, 40107).await;
-    assert_error(public("device").await.unwrap(), 403, 40303).await;
+async fn public_auth_needs_an_application_that_allows_it() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .http
+        .post(format!("{}{START}", app.url))
+        .header("authorization", format!("Application {KEY}"))
+        .body(start_body())
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 401, 40107).await;
     assert!(
         app.inbox("+46700000301").await["messages"]
             .as_array()
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn a_public_application_without_a_callback_url_is_a_config_error() {
+    let err = verifyd_server::Config::from_toml(
+        "[[applications]]\nname = \"device\"\nkey = \"device\"\nsecret = \"ZGV2aWNl\"\nmin_auth = \"public\"",
+    )
+    .unwrap()
+    .settings()
+    .unwrap_err();
+    assert!(err.to_string().contains("callback_url"), "{err}");
 }

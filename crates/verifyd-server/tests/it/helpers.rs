@@ -52,7 +52,9 @@ impl TestApp {
             secret = "{OTHER_SECRET}"
             "#
         );
-        let settings = Config::from_toml(&toml).unwrap().settings().unwrap();
+        let mut settings = Config::from_toml(&toml).unwrap().settings().unwrap();
+        // Tests drive callback delivery themselves (`deliver_due_events`) with the manual clock.
+        settings.callbacks.worker = extra.contains("worker = true");
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(
             dir.path().join("it.db"),

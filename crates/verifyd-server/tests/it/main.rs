@@ -8,8 +8,10 @@
 )]
 
 mod auth;
+mod callbacks;
 mod errors;
 mod helpers;
+mod receiver;
 mod report;
 mod start;
 mod status;
