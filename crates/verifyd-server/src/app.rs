@@ -136,6 +136,7 @@ impl App {
     /// # Errors
     /// If the store fails.
     pub async fn build_with(parts: Parts) -> anyhow::Result<Self> {
+        crate::metrics::handle();
         let Parts {
             settings,
             store,
@@ -245,7 +246,13 @@ impl App {
             .route(
                 "/admin/v1/events/{id}/redeliver",
                 post(admin::redeliver_event),
-            );
+            )
+            .route("/admin/v1/fraud/blocks", get(admin::list_blocks))
+            .route(
+                "/admin/v1/fraud/blocks/{key}",
+                axum::routing::delete(admin::remove_block),
+            )
+            .route("/metrics", get(ops::metrics));
         if self.state.0.inbox.is_some() {
             router = router.route("/inbox/v1/messages", get(ops::inbox));
         }
@@ -309,10 +316,14 @@ impl App {
             .worker
             .then(|| tokio::spawn(callbacks::worker_loop(self.state.clone())));
         tracing::info!(%addr, public_url = %self.state.0.settings.public_url, "verifyd listening");
-        let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server failed");
+        let result = axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed");
         sweeper.abort();
         if let Some(worker) = worker {
             // In-flight deliveries are abandoned; their leases expire and they are retried.
@@ -328,6 +339,7 @@ async fn sweep(state: &AppState) -> anyhow::Result<usize> {
     loop {
         let expired = state.0.store.expire_due(state.now(), 500).await?;
         for v in &expired {
+            crate::metrics::finished(v);
             tracing::info!(verification.id = %v.id, "verification expired");
         }
         if !expired.is_empty() {
@@ -347,6 +359,16 @@ async fn sweeper_loop(state: AppState) {
         tick.tick().await;
         if let Err(e) = sweep(&state).await {
             tracing::error!(error.cause_chain = ?e, "expiry sweep failed");
+        }
+        match state
+            .0
+            .store
+            .purge(state.now(), state.0.settings.retention)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged verifications past retention"),
+            Err(e) => tracing::error!(error.cause_chain = ?e, "purge failed"),
         }
     }
 }

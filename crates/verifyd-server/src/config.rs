@@ -17,6 +17,8 @@ use verifyd_core::{CliRange, Method, Policy, PriceTable};
 use verifyd_store::MinAuth;
 use verifyd_store_sqlite::Synchronous;
 
+use crate::fraud::{FraudConfig, FraudPolicy, TestNumberConfig};
+
 /// The documented default configuration (`verifyd config default` prints it).
 pub const DEFAULT_CONFIG: &str = include_str!("../config.default.toml");
 
@@ -45,6 +47,10 @@ pub struct Config {
     pub flashcall: FlashcallConfig,
     /// `[dev_inbox]`.
     pub dev_inbox: DevInboxConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[fraud]` (defaults for every application).
+    pub fraud: FraudConfig,
     /// `[templates.*]`.
     pub templates: TemplatesConfig,
     /// `[pricing]`.
@@ -59,6 +65,13 @@ pub struct Config {
 pub struct AuthConfig {
     /// Allowed clock difference for signed requests, seconds.
     pub timestamp_skew_seconds: u32,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpConfig {
+    /// CIDRs of proxies whose `X-Forwarded-For` is trusted.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[callbacks]`.
@@ -122,6 +135,8 @@ pub struct VerificationConfig {
     pub max_attempts: u32,
     /// Expiry sweep period, seconds.
     pub sweep_interval_seconds: u32,
+    /// Days a final verification stays queryable before it is purged.
+    pub retention_days: u32,
 }
 
 /// `[flashcall]`.
@@ -216,6 +231,12 @@ pub struct ApplicationConfig {
     /// Allow when the request event fails.
     #[serde(default)]
     pub callback_fail_open: bool,
+    /// Overrides of `[fraud]`.
+    #[serde(default)]
+    pub fraud: Option<FraudConfig>,
+    /// Test numbers.
+    #[serde(default)]
+    pub test_numbers: Vec<TestNumberConfig>,
 }
 
 /// The validated runtime settings.
@@ -239,6 +260,14 @@ pub struct Settings {
     pub callbacks: CallbackSettings,
     /// Expiry sweep period.
     pub sweep_interval: std::time::Duration,
+    /// How long final verifications stay before they are purged.
+    pub retention: Duration,
+    /// Proxies whose `X-Forwarded-For` is trusted.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Fraud rules for applications without their own.
+    pub default_fraud: FraudPolicy,
+    /// Per-application fraud rules (by key).
+    pub app_fraud: HashMap<String, FraudPolicy>,
     /// Policy for applications without overrides.
     pub default_policy: Policy,
     /// Per-application policies (by key).
@@ -346,6 +375,8 @@ impl Config {
             "[verification]",
         )?;
         let mut app_policies = HashMap::new();
+        let mut app_fraud = HashMap::new();
+        let default_fraud = self.fraud.policy(&[], "[fraud]")?;
         let mut applications = Vec::new();
         for app in &self.applications {
             let label = format!("[[applications]] {:?}", app.name);
@@ -370,6 +401,13 @@ impl Config {
                     &label,
                 )?,
             );
+            if app.fraud.is_some() || !app.test_numbers.is_empty() {
+                let merged = self.fraud.merged(&app.fraud.clone().unwrap_or_default());
+                app_fraud.insert(
+                    app.key.clone(),
+                    merged.policy(&app.test_numbers, &format!("{label} fraud"))?,
+                );
+            }
             let callback_url = app.callback_url.clone().filter(|u| !u.trim().is_empty());
             if let Some(url) = &callback_url {
                 check_callback_url(url)
@@ -412,6 +450,19 @@ impl Config {
             sweep_interval: std::time::Duration::from_secs(u64::from(
                 v.sweep_interval_seconds.max(1),
             )),
+            retention: Duration::days(i64::from(v.retention_days.max(1))),
+            trusted_proxies: self
+                .http
+                .trusted_proxies
+                .iter()
+                .map(|c| {
+                    c.parse::<ipnet::IpNet>()
+                        .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| anyhow::anyhow!("[http] trusted_proxies: {c:?} is not a CIDR"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            default_fraud,
+            app_fraud,
             default_policy,
             app_policies,
             cli_ranges,

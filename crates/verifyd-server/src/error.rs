@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// For internal errors: the cause, logged, never sent.
     pub internal: Option<anyhow::Error>,
+    /// Seconds for a `Retry-After` header (rate limits).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             code,
             message: message.into(),
             internal: None,
+            retry_after: None,
         }
     }
 
@@ -54,6 +57,7 @@ impl ApiError {
             code: ErrorCode::Internal,
             message: "Internal server error.".into(),
             internal: Some(cause.into()),
+            retry_after: None,
         }
     }
 }
@@ -77,7 +81,13 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error.reference = %reference, error.code = self.code.code(), message = %self.message, "request refused");
         }
-        error_response(self.code, self.message, reference)
+        let mut response = error_response(self.code, self.message, reference);
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 

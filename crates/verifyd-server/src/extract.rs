@@ -1,6 +1,8 @@
 //! Extractors whose rejections are Sinch errors.
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
@@ -97,12 +99,57 @@ impl FromRequest<AppState> for Authed {
             &body,
         )
         .await?;
+        rate_limit(state, &caller, &parts).await?;
         Ok(Self {
             caller,
             body,
             headers: parts.headers,
         })
     }
+}
+
+/// The per-application and per-client-IP request-rate limits (token buckets in the store,
+/// so they hold across nodes). Off unless configured.
+async fn rate_limit(state: &AppState, caller: &Caller, parts: &Parts) -> Result<(), ApiError> {
+    let key = caller.app.app.key.as_str();
+    let fraud = state.fraud(key);
+    // The client's own bucket first, so one noisy client cannot drain the application's.
+    let mut checks = Vec::new();
+    if let Some((rate, burst)) = fraud.ip_rate {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let ip = crate::fraud::client_ip(peer, forwarded, &state.0.settings.trusted_proxies);
+        checks.push(("ip_rate", format!("rl:ip:{key}:{ip}"), rate, burst));
+    }
+    if let Some((rate, burst)) = fraud.app_rate {
+        checks.push(("app_rate", format!("rl:app:{key}"), rate, burst));
+    }
+    for (limit, bucket, rate, burst) in checks {
+        if let Some(wait) = state
+            .0
+            .store
+            .take_token(&bucket, rate, burst, state.now())
+            .await?
+        {
+            crate::fraud::hit(limit, "refuse");
+            crate::metrics::rate_limited(limit);
+            tracing::info!(rule = limit, app = %key, "request refused: rate limit");
+            let mut e = ApiError::new(
+                ErrorCode::RequestCapacityExceeded,
+                "Request capacity exceeded",
+            );
+            e.retry_after = Some(wait.as_seconds_f64().ceil().max(1.0) as u64);
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// `Path<T>` whose rejection is a Sinch error.

@@ -9,6 +9,8 @@
 //! - [`auth`]: Signed / Basic / Public authentication.
 //! - [`callbacks`]: the request event, and result / SMS-delivered events from the outbox.
 //! - [`extract`]: extractors whose rejections are Sinch errors.
+//! - [`fraud`]: rate limits, attempt budgets, destination rules, SMS pumping, test numbers.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`service`]: the use cases (start, report, status, seamless completion).
 //! - [`routes`]: thin HTTP handlers.
 //! - [`error`]: `ApiError`, the only place outcomes meet HTTP statuses.
@@ -20,6 +22,8 @@ pub mod callbacks;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod fraud;
+pub mod metrics;
 pub mod routes;
 pub mod service;
 pub mod state;

@@ -15,14 +15,15 @@ use verifyd_core::locale::{CODE_PLACEHOLDER, render};
 use verifyd_core::phone::PhoneError;
 use verifyd_core::policy::{FLASHCALL_TIMEOUT_RANGE, parse_expiry};
 use verifyd_core::{
-    CodeType, Method, Money, NewVerification, PhoneNumber, Reason, Source, Status, Verification,
-    VerificationId,
+    CallInfo, CallResult, CodeType, Method, Money, NewVerification, PhoneNumber, Reason,
+    ReportOutcome, Source, Status, Verification, VerificationId,
 };
 use verifyd_store::{EventKind, StoreError};
 
 use crate::auth::{AuthKind, Caller};
 use crate::callbacks::{self, Decision, RequestContext};
 use crate::error::ApiError;
+use crate::fraud::{self, TestOutcome};
 use crate::state::AppState;
 
 /// Longest accepted `custom` (characters).
@@ -196,13 +197,25 @@ pub async fn start(
     let id = state.with_rng(|rng| VerificationId::random(rng));
     // Validates every option before anything leaves the server.
     let mut plan = plan(state, method, &req, accept_language, &policy, id, None)?;
-    let price = state
+    let mut price = state
         .0
         .settings
         .prices
         .verification_price(method, number.region());
+    let fraud = state.fraud(app);
+    let test = fraud.test_numbers.get(number.as_str()).cloned();
     let mut denial = None;
-    if known.app.callback_url.is_some() {
+    if let Some(t) = &test {
+        // A test number: fixed code, scripted outcome, free, never sent, no rules.
+        price.amount = 0.0;
+        tracing::info!(app = %app, number = %number.masked(), outcome = ?t.outcome, "test number");
+        if t.outcome == TestOutcome::Denied {
+            denial = Some(Reason::Fraud);
+        }
+    } else {
+        denial = check_rules(state, app, method, &number, price.amount).await?;
+    }
+    if denial.is_none() && known.app.callback_url.is_some() {
         let ctx = RequestContext {
             id,
             method,
@@ -239,6 +252,16 @@ pub async fn start(
             Decision::Invalid(why) => invalid(why),
         };
     }
+    if let Some(t) = &test {
+        plan.secret.clone_from(&t.code);
+        if t.outcome == TestOutcome::Expired {
+            plan.ttl = Duration::ZERO;
+        }
+        if let Some(flash) = &mut plan.flash {
+            let digits: String = t.code.chars().filter(char::is_ascii_digit).collect();
+            flash.0 = format!("^\\+?{digits}$");
+        }
+    }
     let now = state.now();
     let mut verification = Verification::start(
         NewVerification {
@@ -266,14 +289,22 @@ pub async fn start(
             .insert_verification(&verification, &[EventKind::Result])
             .await?;
         state.0.callbacks.notify.notify_one();
+        crate::metrics::finished(&verification);
         tracing::info!(verification.id = %id, app = %app, method = %method, number = %number.masked(), reason = %reason, "verification denied at start");
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            match reason {
-                Reason::DeniedByCallback => "Verification denied by callback.".to_string(),
-                _ => format!("Verification denied: {reason}."),
-            },
-        ));
+        return Err(match reason {
+            Reason::DeniedByCallback => {
+                ApiError::new(ErrorCode::Forbidden, "Verification denied by callback.")
+            }
+            Reason::NotEnoughCredit => {
+                ApiError::new(ErrorCode::NotEnoughCredit, "Not enough credit")
+            }
+            Reason::Blocked => ApiError::new(ErrorCode::Forbidden, "Identity is blacklisted."),
+            Reason::DestinationDenied => ApiError::new(ErrorCode::Forbidden, "Destination denied."),
+            _ => ApiError::new(
+                ErrorCode::Forbidden,
+                format!("Verification denied: {reason}."),
+            ),
+        });
     }
     let superseded = state
         .0
@@ -284,8 +315,10 @@ pub async fn start(
         state.0.callbacks.notify.notify_one();
     }
     for old in &superseded {
+        crate::metrics::finished(old);
         tracing::info!(verification.id = %old.id, superseded_by = %id, "verification aborted by a newer start");
     }
+    crate::metrics::started(&verification);
     tracing::info!(
         verification.id = %id,
         app = %app,
@@ -295,13 +328,18 @@ pub async fn start(
         "verification started"
     );
 
-    deliver(
-        state,
-        &mut verification,
-        plan.payload,
-        known.app.callback_url.is_some(),
-    )
-    .await?;
+    match &test {
+        None => {
+            deliver(
+                state,
+                &mut verification,
+                plan.payload,
+                known.app.callback_url.is_some(),
+            )
+            .await?;
+        }
+        Some(t) => script_test_number(state, &mut verification, t.outcome).await?,
+    }
 
     let id_text = id.to_string();
     let response = StartResponse {
@@ -549,6 +587,112 @@ fn plan(
     Ok(plan)
 }
 
+/// Runs the start rules for a number that is not a test number: the destination rules
+/// (unless allow-listed), the per-number limits, SMS pumping and the spend cap. Returns the
+/// DENIED reason to record, if any; rate-limit refusals are returned as errors.
+async fn check_rules(
+    state: &AppState,
+    app: &str,
+    method: Method,
+    number: &PhoneNumber,
+    amount: f64,
+) -> Result<Option<Reason>, ApiError> {
+    let fraud = state.fraud(app);
+    let store = state.0.store.as_ref();
+    let now = state.now();
+    let masked = number.masked();
+    let allow_listed = fraud.allow_listed(number);
+    if allow_listed {
+        fraud::hit("allowlist", "bypass");
+        tracing::info!(rule = "allowlist", app = %app, number = %masked, "allow-listed number bypasses the fraud rules");
+    } else if let Err((rule, reason)) = fraud.destination(number, method) {
+        fraud::hit(rule, "deny");
+        tracing::info!(rule, app = %app, number = %masked, country = number.region().unwrap_or("-"), %reason, "start refused");
+        return Ok(Some(reason));
+    }
+    if let Err((rule, error)) = fraud.number_limits(store, app, number, now).await? {
+        fraud::hit(rule, "refuse");
+        crate::metrics::rate_limited(rule);
+        tracing::info!(rule, app = %app, number = %masked, "start refused");
+        return Err(error);
+    }
+    if allow_listed {
+        return Ok(None);
+    }
+    if let Err(rule) = fraud.pumping(store, app, number, now).await? {
+        fraud::hit(rule, "deny");
+        tracing::warn!(rule, app = %app, number = %masked, "start refused: destination prefix blocked for SMS pumping");
+        return Ok(Some(Reason::Fraud));
+    }
+    if !fraud.spend(store, app, amount, now).await? {
+        fraud::hit("spend_cap", "deny");
+        tracing::warn!(rule = "spend_cap", app = %app, number = %masked, "start refused: daily spend cap reached");
+        return Ok(Some(Reason::NotEnoughCredit));
+    }
+    Ok(None)
+}
+
+/// Plays a test number's scripted outcome instead of delivering anything.
+async fn script_test_number(
+    state: &AppState,
+    verification: &mut Verification,
+    outcome: TestOutcome,
+) -> Result<(), ApiError> {
+    let method = verification.method;
+    let call = |result: CallResult| CallInfo {
+        result: Some(result),
+        complete: true,
+        billable_duration: 0,
+        termination_price: None,
+    };
+    match outcome {
+        TestOutcome::Delivered | TestOutcome::Expired | TestOutcome::Denied => {
+            if method.is_call() {
+                let result = if method == Method::Flashcall {
+                    CallResult::Cancel
+                } else {
+                    CallResult::Answered
+                };
+                update_with(state, verification, &[], |v, _| {
+                    v.record_call(call(result));
+                    true
+                })
+                .await?;
+            }
+        }
+        TestOutcome::Undeliverable | TestOutcome::NoAnswer => {
+            let (reason, events): (Reason, &[EventKind]) = if method == Method::Sms {
+                (
+                    Reason::SmsDeliveryFailure,
+                    &[
+                        EventKind::SmsDelivered { successful: false },
+                        EventKind::Result,
+                    ],
+                )
+            } else {
+                (
+                    Reason::NetworkErrorOrNumberUnreachable,
+                    &[EventKind::Result],
+                )
+            };
+            let result = if outcome == TestOutcome::NoAnswer {
+                CallResult::NoAnswer
+            } else {
+                CallResult::Failed
+            };
+            update_with(state, verification, events, |v, now| {
+                if v.method.is_call() {
+                    v.record_call(call(result));
+                }
+                v.fail_delivery(reason, now)
+            })
+            .await?;
+            crate::metrics::finished(verification);
+        }
+    }
+    Ok(())
+}
+
 /// Hands the message to the channel and records what it learned (call outcome, failure).
 async fn deliver(
     state: &AppState,
@@ -567,6 +711,7 @@ async fn deliver(
     let channel = &state.0.channel;
     match channel.send(&message).await {
         Ok(delivery) => {
+            crate::metrics::delivery(channel.name(), "sent");
             let sms_delivered =
                 delivery.delivered && verification.method == Method::Sms && has_callback;
             if delivery.call.is_some() || sms_delivered {
@@ -591,10 +736,12 @@ async fn deliver(
                 _ => Reason::NetworkErrorOrNumberUnreachable,
             };
             tracing::warn!(verification.id = %verification.id, channel = channel.name(), error = %e, "delivery failed");
+            crate::metrics::delivery(channel.name(), "failed");
             update_with(state, verification, &[EventKind::Result], |v, now| {
                 v.fail_delivery(reason, now)
             })
             .await?;
+            crate::metrics::finished(verification);
         }
     }
     Ok(())
@@ -787,6 +934,28 @@ pub async fn report(
         .and_then(Source::parse)
         .unwrap_or(Source::Manual);
 
+    // The wrong-code budget of the number, across its verifications: reserve a guess before
+    // comparing, give it back unless the code was wrong.
+    let fraud = state.fraud(app);
+    let store = state.0.store.as_ref();
+    let number = verification.identity.as_str().to_string();
+    let is_test = fraud.test_numbers.contains_key(&number);
+    let reserved = if verification.is_live(state.now()) && !is_test {
+        match fraud
+            .reserve_guess(store, app, &number, state.now())
+            .await?
+        {
+            Ok(reserved) => reserved,
+            Err(refused) => {
+                fraud::hit("wrong_code_budget", "refuse");
+                crate::metrics::rate_limited("wrong_code_budget");
+                tracing::info!(rule = "wrong_code_budget", app = %app, number = %verification.identity.masked(), "report refused");
+                return Err(refused);
+            }
+        }
+    } else {
+        false
+    };
     let mut answer = None;
     let hasher = state.0.hasher.clone();
     let mut finished = false;
@@ -802,6 +971,21 @@ pub async fn report(
             "report produced no answer"
         )));
     };
+    let guessed_wrong = matches!(
+        answer.outcome,
+        ReportOutcome::WrongCode { .. } | ReportOutcome::AttemptsExhausted
+    );
+    if reserved && !guessed_wrong {
+        fraud.refund_guess(store, app, &number, state.now()).await?;
+    }
+    if answer.outcome == ReportOutcome::Verified {
+        fraud
+            .converted(store, app, &verification.identity, state.now())
+            .await?;
+    }
+    if finished {
+        crate::metrics::finished(&verification);
+    }
     tracing::info!(
         verification.id = %verification.id,
         method = %method,
@@ -909,6 +1093,7 @@ pub async fn complete_seamless(
         (outcome.changed(), outcome.finished())
     })
     .await?;
+    crate::metrics::finished(&v);
     tracing::info!(verification.id = %v.id, status = %v.status, "seamless verification completed");
     Ok(status_view(state, &v))
 }

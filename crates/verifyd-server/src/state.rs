@@ -46,6 +46,15 @@ impl AppState {
         f(rng.as_mut())
     }
 
+    /// The fraud rules of an application.
+    pub(crate) fn fraud(&self, app_key: &str) -> &crate::fraud::FraudPolicy {
+        self.0
+            .settings
+            .app_fraud
+            .get(app_key)
+            .unwrap_or(&self.0.settings.default_fraud)
+    }
+
     /// The policy for an application.
     pub(crate) fn policy(&self, app_key: &str) -> &Policy {
         self.0

@@ -25,7 +25,8 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use verifyd_core::{Method, Status, Verification, VerificationId};
 use verifyd_store::{
-    Application, EventKind, EventState, OutboxEvent, Store, StoreError, StoreResult,
+    Application, Block, CounterOp, EventKind, EventState, OutboxEvent, Store, StoreError,
+    StoreResult,
 };
 
 use crate::rows::{
@@ -37,6 +38,7 @@ use crate::rows::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_callbacks.sql"),
+    include_str!("../migrations/0003_limits.sql"),
 ];
 
 /// Most writes folded into one transaction.
@@ -334,6 +336,15 @@ fn enqueue(
     })
     .map_err(other)?;
     Ok(())
+}
+
+fn block_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Block> {
+    Ok(Block {
+        key: row.get(0)?,
+        until: rows::from_micros(row.get(1)?)?,
+        reason: row.get(2)?,
+        created_at: rows::from_micros(row.get(3)?)?,
+    })
 }
 
 fn query_verifications(
@@ -728,6 +739,188 @@ impl Store for SqliteStore {
                 )
                 .map_err(other)?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
+        let ops = ops.to_vec();
+        self.write(move |conn| {
+            let now_us = micros(now);
+            let mut sums = Vec::with_capacity(ops.len());
+            for op in &ops {
+                let width = op.bucket.whole_microseconds().max(1) as i64;
+                let window = op.window.whole_microseconds().max(1) as i64;
+                let bucket = now_us.div_euclid(width) * width;
+                if op.amount != 0 {
+                    conn.prepare_cached(
+                        "INSERT INTO counters (key, bucket, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (key, bucket) DO UPDATE SET value = value + excluded.value",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![op.key, bucket, op.amount, bucket + width + window])
+                    })
+                    .map_err(other)?;
+                }
+                let sum: i64 = conn
+                    .prepare_cached(
+                        "SELECT COALESCE(SUM(value), 0) FROM counters
+                         WHERE key = ?1 AND bucket + ?2 > ?3 AND bucket <= ?4",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![op.key, width, now_us - window, now_us], |r| r.get(0))
+                    })
+                    .map_err(other)?;
+                sums.push(sum);
+            }
+            Ok(sums)
+        })
+        .await
+    }
+
+    async fn pass_gate(
+        &self,
+        key: &str,
+        interval: time::Duration,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<time::Duration>> {
+        let key = key.to_string();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "INSERT INTO gates (key, last_at) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at
+                     WHERE gates.last_at <= ?3",
+                )
+                .and_then(|mut s| s.execute(params![key, micros(now), micros(now - interval)]))
+                .map_err(other)?;
+            if changed == 1 {
+                return Ok(None);
+            }
+            let last: i64 = conn
+                .query_row("SELECT last_at FROM gates WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })
+                .map_err(other)?;
+            let opens = last + interval.whole_microseconds() as i64;
+            Ok(Some(time::Duration::microseconds(opens - micros(now))))
+        })
+        .await
+    }
+
+    async fn take_token(
+        &self,
+        key: &str,
+        rate: f64,
+        burst: f64,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<time::Duration>> {
+        let key = key.to_string();
+        self.write(move |conn| {
+            let row: Option<(f64, i64)> = conn
+                .prepare_cached("SELECT tokens, updated_at FROM token_buckets WHERE key = ?1")
+                .and_then(|mut s| s.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?))))
+                .optional()
+                .map_err(other)?;
+            let now_us = micros(now);
+            let tokens = match row {
+                None => burst,
+                Some((tokens, at)) => {
+                    let elapsed = (now_us - at).max(0) as f64 / 1e6;
+                    (tokens + elapsed * rate).min(burst)
+                }
+            };
+            let (left, wait) = if tokens >= 1.0 {
+                (tokens - 1.0, None)
+            } else {
+                let secs = if rate > 0.0 { (1.0 - tokens) / rate } else { 3600.0 };
+                (tokens, Some(time::Duration::seconds_f64(secs)))
+            };
+            conn.prepare_cached(
+                "INSERT INTO token_buckets (key, tokens, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![key, left, now_us]))
+            .map_err(other)?;
+            Ok(wait)
+        })
+        .await
+    }
+
+    async fn set_block(&self, block: &Block) -> StoreResult<()> {
+        let b = block.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO blocks (key, until_at, reason, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET until_at = MAX(until_at, excluded.until_at),
+                    reason = excluded.reason",
+                params![b.key, micros(b.until), b.reason, micros(b.created_at)],
+            )
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn active_block(&self, key: &str, now: OffsetDateTime) -> StoreResult<Option<Block>> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT key, until_at, reason, created_at FROM blocks WHERE key = ?1 AND until_at > ?2",
+                )?
+                .query_row(params![key, micros(now)], block_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_blocks(&self, now: OffsetDateTime) -> StoreResult<Vec<Block>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, until_at, reason, created_at FROM blocks WHERE until_at > ?1 ORDER BY key",
+            )?;
+            let rows = stmt.query_map([micros(now)], block_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn remove_block(&self, key: &str) -> StoreResult<bool> {
+        let key = key.to_string();
+        self.write(move |conn| {
+            Ok(conn
+                .execute("DELETE FROM blocks WHERE key = ?1", [key])
+                .map_err(other)?
+                == 1)
+        })
+        .await
+    }
+
+    async fn purge(&self, now: OffsetDateTime, retention: time::Duration) -> StoreResult<u64> {
+        self.write(move |conn| {
+            let now_us = micros(now);
+            let day = 86_400_000_000i64;
+            let cutoff = micros(now - retention);
+            conn.execute("DELETE FROM counters WHERE expires_at <= ?1", [now_us]).map_err(other)?;
+            conn.execute("DELETE FROM blocks WHERE until_at <= ?1", [now_us]).map_err(other)?;
+            conn.execute("DELETE FROM gates WHERE last_at <= ?1", [now_us - day]).map_err(other)?;
+            conn.execute("DELETE FROM token_buckets WHERE updated_at <= ?1", [now_us - day])
+                .map_err(other)?;
+            conn.execute(
+                "DELETE FROM events WHERE state <> 'pending' AND verification_id IN
+                    (SELECT id FROM verifications WHERE finished_at IS NOT NULL AND finished_at < ?1)",
+                [cutoff],
+            )
+            .map_err(other)?;
+            let purged = conn
+                .execute(
+                    "DELETE FROM verifications WHERE finished_at IS NOT NULL AND finished_at < ?1
+                     AND NOT EXISTS (SELECT 1 FROM events e WHERE e.verification_id = verifications.id)",
+                    [cutoff],
+                )
+                .map_err(other)?;
+            Ok(purged as u64)
         })
         .await
     }

@@ -20,7 +20,9 @@ use verifyd_core::{
     Verification, VerificationId,
 };
 
-use crate::{Application, EventKind, EventState, MinAuth, OutboxEvent, Store, StoreError};
+use crate::{
+    Application, Block, CounterOp, EventKind, EventState, MinAuth, OutboxEvent, Store, StoreError,
+};
 
 /// The instant every story starts at.
 pub const T0: OffsetDateTime = datetime!(2026-11-26 10:00:00.123456 UTC);
@@ -45,7 +47,13 @@ macro_rules! conformance_tests {
             every_final_transition_queues_a_result_event_in_the_same_transaction,
             claims_lease_events_and_are_fair_between_applications,
             concurrent_claims_never_hand_out_an_event_twice,
-            events_retry_die_and_can_be_redelivered
+            events_retry_die_and_can_be_redelivered,
+            counters_sum_over_a_sliding_window,
+            concurrent_counter_bumps_are_atomic,
+            a_gate_lets_exactly_one_pass_per_interval,
+            a_token_bucket_allows_a_burst_then_the_rate,
+            blocks_expire_and_can_be_lifted,
+            purge_keeps_what_is_inside_the_retention
         );
     };
     (@each $make:path, $($story:ident),+) => {
@@ -723,5 +731,240 @@ pub async fn events_retry_die_and_can_be_redelivered(store: Arc<dyn Store>) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+fn op(key: &str, amount: i64, window: Duration, bucket: Duration) -> CounterOp {
+    CounterOp {
+        key: key.into(),
+        amount,
+        window,
+        bucket,
+    }
+}
+
+/// A day window in one-hour buckets: hits older than the window stop counting.
+pub async fn counters_sum_over_a_sliding_window(store: Arc<dyn Store>) {
+    let (day, hour) = (Duration::days(1), Duration::hours(1));
+    let at = |h: i64| T0 + Duration::hours(h);
+    assert_eq!(
+        store
+            .bump_counters(&[op("k", 3, day, hour)], at(0))
+            .await
+            .unwrap(),
+        vec![3]
+    );
+    assert_eq!(
+        store
+            .bump_counters(&[op("k", 2, day, hour)], at(5))
+            .await
+            .unwrap(),
+        vec![5]
+    );
+    assert_eq!(
+        store
+            .bump_counters(&[op("k", 0, day, hour), op("other", 1, day, hour)], at(23))
+            .await
+            .unwrap(),
+        vec![5, 1]
+    );
+    // 25 hours later the first hit has left the window, the second has not.
+    assert_eq!(
+        store
+            .bump_counters(&[op("k", 0, day, hour)], at(25))
+            .await
+            .unwrap(),
+        vec![2]
+    );
+    assert_eq!(
+        store
+            .bump_counters(&[op("k", -1, day, hour)], at(25))
+            .await
+            .unwrap(),
+        vec![1]
+    );
+    // Five hours on, the +2 left the window too; the -1 (recorded at hour 25) still counts.
+    assert_eq!(
+        store
+            .bump_counters(&[op("k", 0, day, hour)], at(30))
+            .await
+            .unwrap(),
+        vec![-1]
+    );
+}
+
+/// Concurrent increments are never lost.
+pub async fn concurrent_counter_bumps_are_atomic(store: Arc<dyn Store>) {
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .bump_counters(
+                        &[op("race", 1, Duration::hours(1), Duration::minutes(1))],
+                        T0,
+                    )
+                    .await
+                    .unwrap()[0]
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for h in handles {
+        seen.push(h.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=20).collect::<Vec<i64>>(),
+        "each bump sees a distinct total"
+    );
+}
+
+/// One pass per interval, even when callers race.
+pub async fn a_gate_lets_exactly_one_pass_per_interval(store: Arc<dyn Store>) {
+    let second = Duration::seconds(1);
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.pass_gate("g", second, T0).await.unwrap() })
+        })
+        .collect();
+    let mut passed = 0;
+    for h in handles {
+        if h.await.unwrap().is_none() {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 1);
+    let wait = store
+        .pass_gate("g", second, T0 + Duration::milliseconds(400))
+        .await
+        .unwrap();
+    assert_eq!(wait, Some(Duration::milliseconds(600)));
+    assert_eq!(
+        store.pass_gate("g", second, T0 + second).await.unwrap(),
+        None
+    );
+    assert_eq!(store.pass_gate("other", second, T0).await.unwrap(), None);
+}
+
+/// Burst of 3 at 2 per second: three pass at once, the fourth waits half a second.
+pub async fn a_token_bucket_allows_a_burst_then_the_rate(store: Arc<dyn Store>) {
+    for _ in 0..3 {
+        assert_eq!(store.take_token("tb", 2.0, 3.0, T0).await.unwrap(), None);
+    }
+    let wait = store.take_token("tb", 2.0, 3.0, T0).await.unwrap().unwrap();
+    assert!((wait.as_seconds_f64() - 0.5).abs() < 1e-6, "{wait}");
+    assert_eq!(
+        store
+            .take_token("tb", 2.0, 3.0, T0 + Duration::milliseconds(500))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .take_token("tb", 2.0, 3.0, T0 + Duration::milliseconds(500))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Refills up to the burst only.
+    let later = T0 + Duration::hours(1);
+    for _ in 0..3 {
+        assert_eq!(store.take_token("tb", 2.0, 3.0, later).await.unwrap(), None);
+    }
+    assert!(
+        store
+            .take_token("tb", 2.0, 3.0, later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Blocks are visible until they end, can be extended and lifted.
+pub async fn blocks_expire_and_can_be_lifted(store: Arc<dyn Store>) {
+    let block = Block {
+        key: "pump:app:+4470".into(),
+        until: T0 + Duration::hours(1),
+        reason: "velocity 50/h vs baseline 2/h, conversion 0%".into(),
+        created_at: T0,
+    };
+    store.set_block(&block).await.unwrap();
+    assert_eq!(
+        store.active_block(&block.key, T0).await.unwrap(),
+        Some(block.clone())
+    );
+    assert_eq!(store.list_blocks(T0).await.unwrap(), vec![block.clone()]);
+    assert!(
+        store
+            .active_block(&block.key, T0 + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A shorter block never shortens a longer one.
+    store
+        .set_block(&Block {
+            until: T0 + Duration::minutes(5),
+            ..block.clone()
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .active_block(&block.key, T0 + Duration::minutes(30))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.remove_block(&block.key).await.unwrap());
+    assert!(!store.remove_block(&block.key).await.unwrap());
+    assert!(store.active_block(&block.key, T0).await.unwrap().is_none());
+}
+
+/// Purging removes verifications that ended before the retention window (and their
+/// finished events) and expired rate-limit state, and keeps everything else.
+pub async fn purge_keeps_what_is_inside_the_retention(store: Arc<dyn Store>) {
+    store
+        .insert_application(&app_with_callback("p"))
+        .await
+        .unwrap();
+    let mut old = sms("p", "+46700000031", 31);
+    old.report("123456", Source::Manual, &hasher(), T0);
+    store
+        .insert_verification(&old, &[EventKind::Result])
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_events(T0, T0 + Duration::seconds(30), 10, 10)
+        .await
+        .unwrap();
+    store.event_delivered(claimed[0].id, T0).await.unwrap();
+    let mut recent = sms("p", "+46700000032", 32);
+    recent.report("123456", Source::Manual, &hasher(), T0 + Duration::days(6));
+    store.insert_verification(&recent, &[]).await.unwrap();
+    let pending = sms("p", "+46700000033", 33);
+    store.insert_verification(&pending, &[]).await.unwrap();
+    store
+        .bump_counters(&[op("c", 1, Duration::hours(1), Duration::minutes(1))], T0)
+        .await
+        .unwrap();
+
+    let now = T0 + Duration::days(8);
+    assert_eq!(store.purge(now, Duration::days(7)).await.unwrap(), 1);
+    assert!(store.verification("p", old.id).await.unwrap().is_none());
+    assert!(store.verification("p", recent.id).await.unwrap().is_some());
+    assert!(store.verification("p", pending.id).await.unwrap().is_some());
+    assert!(store.list_events(None, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .bump_counters(&[op("c", 0, Duration::days(30), Duration::minutes(1))], now)
+            .await
+            .unwrap(),
+        vec![0],
+        "the expired bucket is gone"
     );
 }

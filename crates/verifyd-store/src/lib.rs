@@ -179,6 +179,36 @@ pub struct OutboxEvent {
     pub last_error: Option<String>,
 }
 
+/// One counter update: add `amount` (0 to only read) to the bucket of `key` containing the
+/// current time, and read the sum of the buckets inside the `window` ending now.
+///
+/// Buckets are aligned to multiples of `bucket` since the Unix epoch, so the window is
+/// "sliding" with a granularity of one bucket (e.g. a day in 24 one-hour buckets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterOp {
+    /// The counter (`starts:app:+4670…`).
+    pub key: String,
+    /// What to add.
+    pub amount: i64,
+    /// How far back the sum reaches.
+    pub window: time::Duration,
+    /// Bucket width (the window's granularity).
+    pub bucket: time::Duration,
+}
+
+/// A temporary block of a key (an SMS-pumping prefix, say), visible to operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// What is blocked (`pump:app:+4470`).
+    pub key: String,
+    /// Until when.
+    pub until: OffsetDateTime,
+    /// Why, for the operator.
+    pub reason: String,
+    /// When it was set.
+    pub created_at: OffsetDateTime,
+}
+
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -315,6 +345,46 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a dead (or delivered) event again, due at `now`, with a fresh retry window.
     /// Returns whether the event exists.
     async fn redeliver_event(&self, id: i64, now: OffsetDateTime) -> StoreResult<bool>;
+
+    /// Applies counter updates atomically and returns, for each, the windowed sum after it.
+    async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>>;
+
+    /// A gate that lets one pass per `interval` for `key`: if the last pass was at least
+    /// `interval` ago (or never), records `now` and returns `None`; otherwise returns how long
+    /// until it opens. Atomic across concurrent callers.
+    async fn pass_gate(
+        &self,
+        key: &str,
+        interval: time::Duration,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<time::Duration>>;
+
+    /// A token bucket refilled at `rate` tokens per second up to `burst`: takes one token and
+    /// returns `None`, or returns how long until one is available. Atomic across callers.
+    async fn take_token(
+        &self,
+        key: &str,
+        rate: f64,
+        burst: f64,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<time::Duration>>;
+
+    /// Sets (or extends) a block.
+    async fn set_block(&self, block: &Block) -> StoreResult<()>;
+
+    /// The block on `key`, if one is active at `now`.
+    async fn active_block(&self, key: &str, now: OffsetDateTime) -> StoreResult<Option<Block>>;
+
+    /// Every block active at `now`.
+    async fn list_blocks(&self, now: OffsetDateTime) -> StoreResult<Vec<Block>>;
+
+    /// Lifts a block; returns whether there was one.
+    async fn remove_block(&self, key: &str) -> StoreResult<bool>;
+
+    /// Deletes what is no longer needed at `now`: counter buckets and blocks past their
+    /// windows, and verifications (with their delivered events) that ended more than
+    /// `retention` ago. Returns how many verifications were purged.
+    async fn purge(&self, now: OffsetDateTime, retention: time::Duration) -> StoreResult<u64>;
 
     /// Whether the store answers (for readiness checks).
     async fn ping(&self) -> StoreResult<()>;

@@ -114,3 +114,39 @@ pub async fn redeliver_event(
     );
     Ok(Json(serde_json::json!({ "id": id, "state": "pending" })))
 }
+
+/// `GET /admin/v1/fraud/blocks`: active blocks (SMS-pumping prefixes; `shadow:` entries are
+/// what shadow mode would have blocked).
+pub async fn list_blocks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&state, &headers)?;
+    let blocks = state.0.store.list_blocks(state.now()).await?;
+    let views: Vec<serde_json::Value> = blocks
+        .into_iter()
+        .map(|b| {
+            serde_json::json!({
+                "key": b.key,
+                "reason": b.reason,
+                "until": b.until.format(&time::format_description::well_known::Rfc3339).ok(),
+                "createdAt": b.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "blocks": views })))
+}
+
+/// `DELETE /admin/v1/fraud/blocks/{key}`: lifts a block.
+pub async fn remove_block(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SinchPath(key): SinchPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&state, &headers)?;
+    if !state.0.store.remove_block(&key).await? {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(block = %key, "block lifted by an operator");
+    Ok(Json(serde_json::json!({ "key": key, "removed": true })))
+}

@@ -45,3 +45,19 @@ pub async fn inbox(
         messages: inbox.messages(to.as_deref(), query.limit.unwrap_or(100).min(1000)),
     }))
 }
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = crate::metrics::handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}

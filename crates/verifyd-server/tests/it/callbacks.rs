@@ -331,6 +331,7 @@ async fn public_auth_goes_through_the_request_event_and_cannot_set_options_or_re
     assert_eq!(v["sms"]["template"], "Your verification code is {{CODE}}.");
     assert_eq!(rx.events("VerificationRequestEvent").len(), 1);
     rx.script([Answer::json(json!({"action": "deny"}))]);
+    app.advance(Duration::seconds(1));
     assert_error(public(&body).await.unwrap(), 403, 40300).await;
     let r = app
         .http
@@ -393,6 +394,7 @@ async fn every_final_state_and_delivery_receipt_is_announced_once_and_signed() {
     .json()
     .await
     .unwrap();
+    app.advance(Duration::seconds(1)); // the minimum interval between starts to one number
     let newer: Value = start(
         &app,
         json!({"identity": {"type": "number", "endpoint": "+46700000942"}, "method": "callout"}),

@@ -10,6 +10,7 @@
 mod auth;
 mod callbacks;
 mod errors;
+mod fraud;
 mod helpers;
 mod receiver;
 mod report;

@@ -101,6 +101,7 @@ async fn report_by_identity_acts_on_the_newest_pending_verification() {
     let app = TestApp::spawn().await;
     let number = "+46700000105";
     app.start_ok("sms", number).await;
+    app.advance(Duration::seconds(1));
     let newer = app.start_ok("sms", number).await;
     let code = app.inbox_code(number).await;
     let r = app

@@ -220,6 +220,7 @@ async fn a_new_start_aborts_the_pending_verification_for_that_number() {
     let app = TestApp::spawn().await;
     let first = app.start_ok("sms", "+46700000009").await;
     let old_code = app.inbox_code("+46700000009").await;
+    app.advance(Duration::seconds(1));
     let second = app.start_ok("sms", "+46700000009").await;
     let s = app.status_id(first["id"].as_str().unwrap()).await;
     assert_eq!(s["status"], "ABORTED");
