@@ -286,3 +286,94 @@ async fn logs_carry_neither_codes_nor_secrets_nor_whole_numbers_and_sigterm_stop
     assert!(!logs.contains(SECRET), "the secret leaked");
     assert!(logs.contains("verifyd stopped"));
 }
+
+#[tokio::test]
+async fn events_cli_lists_dead_events_and_redelivers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // A callback URL where nothing listens: every delivery fails at once.
+    let dead_port = free_port();
+    let config = dir.path().join("verifyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+listen = "127.0.0.1:{port}"
+database_url = "sqlite://{}"
+[callbacks]
+request_timeout_ms = 300
+retry_base_ms = 50
+retry_max_seconds = 1
+max_age_seconds = 1
+poll_interval_ms = 50
+[[applications]]
+name = "e2e"
+key = "{KEY}"
+secret = "{SECRET}"
+callback_url = "http://127.0.0.1:{dead_port}/hook"
+callback_fail_open = true
+"#,
+            dir.path().join("verifyd.db").display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let server = Server::spawn(dir.path(), &["--config", cfg], &[], port);
+    let http = reqwest::Client::new();
+    let r = signed(&http, &server.url, Method::POST, "/verification/v1/verifications",
+        Some(json!({"identity": {"type": "number", "endpoint": "+46700000901"}, "method": "seamless"})),
+        KEY, SECRET).await;
+    assert_eq!(r.status(), 200, "fail-open start");
+    let uri = r.json::<Value>().await.unwrap()["seamless"]["targetUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(http.get(&uri).send().await.unwrap().status(), 200);
+    // Wait (on the real worker and clock) until the result event is dead-lettered.
+    let list = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_verifyd"))
+            .args(["events", "list", "--state", "dead", "--config", cfg])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut dead = String::new();
+    for _ in 0..100 {
+        dead = list();
+        if !dead.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let line = dead.lines().next().expect("a dead event");
+    assert!(line.contains("\tdead\tresult\t"), "{line}");
+    assert!(
+        line.contains("connection failed") || line.contains("request failed"),
+        "{line}"
+    );
+    let id = line.split('\t').next().unwrap();
+    drop(server);
+    let out = Command::new(env!("CARGO_BIN_EXE_verifyd"))
+        .args(["events", "redeliver", id, "--config", cfg])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("{id}\tqueued")
+    );
+    assert!(list().trim().is_empty(), "no longer dead");
+    let pending = Command::new(env!("CARGO_BIN_EXE_verifyd"))
+        .args(["events", "list", "--state", "pending", "--config", cfg])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(pending.stdout)
+            .unwrap()
+            .starts_with(&format!("{id}\tpending"))
+    );
+}
