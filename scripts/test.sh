@@ -11,6 +11,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
 fi
 
+# PostgreSQL on 127.0.0.1:5432 with trust auth (the store conformance suite and the
+# multi-node tests use it); install and start it where the machine does not run one.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+    ver=$(ls /etc/postgresql | head -n1)
+    sed -i 's/^\(local\|host\)\(.*\)\(peer\|scram-sha-256\|md5\)$/\1\2trust/' /etc/postgresql/$ver/main/pg_hba.conf
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+
 # npm @sinch/verification@1.4.0 + @sinch/sdk-core@1.4.0 (pinned by e2e/node/package-lock.json).
 if [ ! -d e2e/node/node_modules/@sinch/verification ]; then
   npm ci --prefix e2e/node --no-audit --no-fund --loglevel=error

@@ -20,6 +20,7 @@ use verifyd_api::ErrorCode;
 use verifyd_channels::{Channel, DevInbox};
 use verifyd_core::{Clock, CodeHasher};
 use verifyd_store::{Application, Store};
+use verifyd_store_postgres::{PgOptions, PgStore};
 use verifyd_store_sqlite::{SqliteOptions, SqliteStore, path_from_url};
 
 use crate::callbacks::{self, Callbacks};
@@ -47,18 +48,39 @@ pub fn clock_now(clock: &dyn Clock) -> time::OffsetDateTime {
     clock.now()
 }
 
-/// Opens the store named by `database_url`.
+/// Opens the store named by `database_url`: `sqlite://PATH` or `postgres://…`. Migrations
+/// run when `migrate` is true (`verifyd migrate` and, unless disabled, `serve`).
 ///
 /// # Errors
-/// Unknown scheme, or the database cannot be opened and migrated.
-pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+/// Unknown scheme, or the database cannot be opened (or migrated).
+pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
     let url = settings.database_url.trim();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("database_url: PostgreSQL is not supported by this build yet; use sqlite://PATH");
+        let store = PgStore::connect(
+            url,
+            PgOptions {
+                max_connections: settings.pg_max_connections,
+                migrate,
+                ..PgOptions::default()
+            },
+        )
+        .await?;
+        if !migrate {
+            let version = store.schema_version().await?;
+            if version.applied.unwrap_or(0) < version.latest {
+                bail!(
+                    "database_url: the PostgreSQL schema is at version {:?}, this build needs {}; run `verifyd migrate`",
+                    version.applied,
+                    version.latest
+                );
+            }
+        }
+        return Ok(Arc::new(store));
     }
     if !url.starts_with("sqlite:") && url.contains("://") {
-        bail!("database_url = {url:?}: expected sqlite://PATH");
+        bail!("database_url = {url:?}: expected sqlite://PATH or postgres://USER@HOST/DB");
     }
+    // SQLite has one writer (this process) and migrates on open.
     let store = SqliteStore::open(
         path_from_url(url),
         SqliteOptions {
@@ -121,7 +143,7 @@ impl App {
     /// # Errors
     /// If the store cannot be opened.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = open_store(&settings)?;
+        let store = open_store(&settings, settings.migrate_on_start).await?;
         Self::build_with(Parts {
             settings,
             store,

@@ -33,6 +33,10 @@ pub struct Config {
     pub database_url: String,
     /// `full` or `normal`.
     pub sqlite_synchronous: String,
+    /// Run PostgreSQL migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// PostgreSQL connections per node.
+    pub pg_max_connections: usize,
     /// `text` or `json`.
     pub log_format: String,
     /// Bearer token of the admin API ("" = disabled).
@@ -250,6 +254,10 @@ pub struct Settings {
     pub database_url: String,
     /// SQLite durability.
     pub sqlite_synchronous: Synchronous,
+    /// Run PostgreSQL migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// PostgreSQL connections per node.
+    pub pg_max_connections: usize,
     /// JSON logs.
     pub json_logs: bool,
     /// Signed-request timestamp tolerance.
@@ -443,6 +451,8 @@ impl Config {
             public_url,
             database_url: self.database_url.clone(),
             sqlite_synchronous,
+            migrate_on_start: self.migrate_on_start,
+            pg_max_connections: self.pg_max_connections.max(1),
             json_logs,
             timestamp_skew: Duration::seconds(i64::from(self.auth.timestamp_skew_seconds)),
             admin_token: Some(self.admin_token.trim().to_string()).filter(|t| !t.is_empty()),

@@ -138,8 +138,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { config } => {
             let settings = Config::load(config.as_deref())?.settings()?;
             telemetry::init(settings.json_logs);
-            open_store(&settings)?;
-            println!("database is up to date: {}", settings.database_url);
+            open_store(&settings, true).await?;
+            println!("database schema is up to date");
             Ok(())
         }
         Command::Apps { command } => apps(command).await,
@@ -151,11 +151,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             ConfigCommand::Check { config } => {
                 let settings = Config::load(config.as_deref())?.settings()?;
+                // The database URL may carry a password: show only its scheme.
+                let scheme = settings.database_url.split("://").next().unwrap_or("?");
                 println!(
-                    "ok: listen {} public_url {} database {} applications {}",
+                    "ok: listen {} public_url {} database {scheme}://… applications {}",
                     settings.listen,
                     settings.public_url,
-                    settings.database_url,
                     settings.applications.len()
                 );
                 Ok(())
@@ -227,7 +228,7 @@ async fn apps(command: AppsCommand) -> anyhow::Result<()> {
             if min_auth == MinAuth::Public && callback_url.is_none() {
                 anyhow::bail!("--min-auth public needs --callback-url");
             }
-            let store = open_store(&settings)?;
+            let store = open_store(&settings, true).await?;
             let mut rng = StdRng::from_os_rng();
             let mut app = new_application(&name, &mut rng, verifyd_core_clock_now());
             app.callback_url = callback_url;
@@ -242,7 +243,7 @@ async fn apps(command: AppsCommand) -> anyhow::Result<()> {
         }
         AppsCommand::List { config } => {
             let settings = Config::load(config.as_deref())?.settings()?;
-            let store = open_store(&settings)?;
+            let store = open_store(&settings, true).await?;
             for app in store.list_applications().await? {
                 println!(
                     "{}\t{}\tmin_auth={}\tcallback={}",
@@ -271,7 +272,7 @@ async fn events(command: EventsCommand) -> anyhow::Result<()> {
                     format!("--state {s:?}: expected pending, delivered, dead or all")
                 })?),
             };
-            let store = open_store(&settings)?;
+            let store = open_store(&settings, true).await?;
             for e in store.list_events(filter, limit).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\tattempts={}\t{}",
@@ -292,7 +293,7 @@ async fn events(command: EventsCommand) -> anyhow::Result<()> {
             config,
         } => {
             let settings = Config::load(config.as_deref())?.settings()?;
-            let store = open_store(&settings)?;
+            let store = open_store(&settings, true).await?;
             if all_dead {
                 ids.extend(
                     store

@@ -166,3 +166,8 @@ pub async fn signed(
         .await
         .unwrap()
 }
+
+/// Now, as an x-timestamp value.
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc().format(&Rfc3339).unwrap()
+}
