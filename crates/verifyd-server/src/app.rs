@@ -264,6 +264,7 @@ impl App {
             )
             .route("/verification/v1/seamless/{id}", get(device::seamless))
             .route("/healthz", get(ops::healthz))
+            .route("/readyz", get(ops::readyz))
             .route("/admin/v1/events", get(admin::list_events))
             .route(
                 "/admin/v1/events/{id}/redeliver",

@@ -8,10 +8,22 @@ use verifyd_channels::InboxMessage;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// `GET /healthz`: the process is up and the store answers.
-pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.0.store.ping().await?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+/// `GET /healthz`: liveness — the process serves HTTP.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: readiness — the store answers (a node that lost its database reports 503
+/// so a load balancer takes it out of rotation).
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.0.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check: store unreachable");
+        ApiError::new(
+            verifyd_api::ErrorCode::Unavailable,
+            "Service is temporarily unavailable, please try again later.",
+        )
+    })?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
 /// Query of the inbox listing.
