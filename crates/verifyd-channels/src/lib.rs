@@ -96,6 +96,33 @@ pub struct Delivery {
     pub delivered: bool,
 }
 
+/// What a delivery report (SMPP `deliver_sm` receipt, provider webhook, WhatsApp status)
+/// says about a message the channel sent earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptStatus {
+    /// Reached the handset (`DELIVRD`, `delivered`, WhatsApp `delivered`/`read`).
+    Delivered,
+    /// Will not arrive (`UNDELIV`, `EXPIRED`, `REJECTD`, `DELETED`, `failed`, …).
+    Failed,
+}
+
+/// A delivery report, matched to a verification by the channel name and message id that
+/// [`Delivery::message_id`] returned at send time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The channel's name ([`Channel::name`]).
+    pub channel: String,
+    /// The provider's message id, normalised the same way as at send time.
+    pub message_id: String,
+    /// Delivered or failed.
+    pub status: ReceiptStatus,
+    /// Provider detail for logs (`stat:UNDELIV err:001`), never a code or a number.
+    pub detail: Option<String>,
+}
+
+/// Where channels push the delivery reports they receive; the server consumes them.
+pub type ReceiptSender = tokio::sync::mpsc::UnboundedSender<Receipt>;
+
 /// Why a send failed, typed so the caller decides retry versus give up without parsing text.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SendError {
@@ -107,10 +134,18 @@ pub enum SendError {
         /// Provider's back-off hint.
         retry_after: Option<Duration>,
     },
-    /// Will not work on retry (e.g. the number is unreachable).
+    /// Will not work on retry through this route (rejected submit, bad credentials): the
+    /// next route may be tried.
     #[error("permanent send failure: {reason}")]
     Permanent {
         /// What happened (no codes, no numbers).
+        reason: String,
+    },
+    /// This channel cannot reach this recipient at all (e.g. the number has no WhatsApp
+    /// account): a different channel may (WhatsApp → SMS fallback).
+    #[error("recipient unreachable on this channel: {reason}")]
+    Unreachable {
+        /// What happened.
         reason: String,
     },
 }
