@@ -156,6 +156,7 @@ mod tests {
                 code: code.into(),
                 locale: "en-US".into(),
             },
+            sender: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }

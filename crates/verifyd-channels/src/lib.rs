@@ -9,7 +9,9 @@
 //! - this module: the trait and message types.
 //! - [`inbox`]: the dev inbox, which captures every message instead of sending it.
 
+pub mod http_sms;
 pub mod inbox;
+pub mod whatsapp;
 
 use std::time::Duration;
 
@@ -81,6 +83,9 @@ pub struct OutboundMessage {
     pub to: PhoneNumber,
     /// What to deliver.
     pub payload: Payload,
+    /// The sender identity chosen by the route (alphanumeric sender id, or an E.164 number
+    /// where the destination requires one); `None`: the channel's own default.
+    pub sender: Option<String>,
     /// When it was handed to the channel.
     pub created_at: OffsetDateTime,
 }

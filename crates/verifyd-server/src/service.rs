@@ -706,6 +706,7 @@ async fn deliver(
         method: verification.method,
         to: verification.identity.clone(),
         payload,
+        sender: None,
         created_at: state.now(),
     };
     let channel = &state.0.channel;
