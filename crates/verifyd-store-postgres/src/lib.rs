@@ -51,8 +51,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use verifyd_core::{Method, Status, Verification, VerificationId};
 use verifyd_store::{
-    Application, Block, CounterOp, EventKind, EventState, OutboxEvent, Store, StoreError,
-    StoreResult,
+    Application, Block, CounterOp, DeliveryAttempt, DeliveryJob, EventKind, EventState,
+    OutboxEvent, Store, StoreError, StoreResult,
 };
 
 use crate::rows::{
@@ -211,7 +211,8 @@ impl PgStore {
         v: &Verification,
         p: &VerificationParams<'_>,
         events: &[EventKind],
-    ) -> Result<Vec<Verification>, TxError> {
+        job: Option<(&[u8], OffsetDateTime)>,
+    ) -> Result<(Vec<Verification>, Option<i64>), TxError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let pending = v.status == Status::Pending;
@@ -260,8 +261,21 @@ impl PgStore {
         for kind in events {
             enqueue(&tx, v, *kind, v.created_at).await?;
         }
+        let job_id = match job {
+            Some((payload, lease_until)) => Some(
+                query_one(
+                    &tx,
+                    "INSERT INTO delivery_jobs (verification_id, app, payload, state, attempts, next_attempt_at, created_at)
+                     VALUES ($1, $2, $3, 'pending', 1, $4, $5) RETURNING id",
+                    &[&v.id.0, &v.app, &payload, &lease_until, &v.created_at],
+                )
+                .await?
+                .try_get::<_, i64>(0)?,
+            ),
+            None => None,
+        };
         tx.commit().await?;
-        Ok(aborted)
+        Ok((aborted, job_id))
     }
 
     /// One attempt at [`Store::bump_counters`].
@@ -388,6 +402,17 @@ fn other(e: tokio_postgres::Error) -> StoreError {
 }
 
 /// Unix microseconds (the precision stored).
+fn attempt_row(r: &tokio_postgres::Row) -> anyhow::Result<DeliveryAttempt> {
+    Ok(DeliveryAttempt {
+        verification_id: VerificationId(r.try_get(0)?),
+        route: r.try_get(1)?,
+        channel: r.try_get(2)?,
+        message_id: r.try_get(3)?,
+        outcome: r.try_get(4)?,
+        at: r.try_get(5)?,
+    })
+}
+
 fn micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
@@ -641,9 +666,141 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<Verification>> {
         let p = VerificationParams::new(v)?;
         retrying("insert_verification", || {
-            self.try_insert_verification(v, &p, events)
+            self.try_insert_verification(v, &p, events, None)
         })
         .await
+        .map(|(aborted, _)| aborted)
+    }
+
+    async fn insert_verification_with_job(
+        &self,
+        v: &Verification,
+        payload: &[u8],
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<(Vec<Verification>, i64)> {
+        let p = VerificationParams::new(v)?;
+        let (aborted, job) = retrying("insert_verification_with_job", || {
+            self.try_insert_verification(v, &p, &[], Some((payload, lease_until)))
+        })
+        .await?;
+        let id = job.ok_or_else(|| StoreError::Other(anyhow::anyhow!("no job id returned")))?;
+        Ok((aborted, id))
+    }
+
+    async fn claim_jobs(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "UPDATE delivery_jobs SET attempts = attempts + 1, next_attempt_at = $3
+             WHERE id IN (
+                SELECT id FROM delivery_jobs WHERE state = 'pending' AND next_attempt_at <= $1
+                ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING id, verification_id, app, payload, route_index, attempts, next_attempt_at, created_at",
+            &[&now, &self::limit(limit), &lease_until],
+        )
+        .await
+        .map_err(other)?;
+        let mut jobs = rows
+            .iter()
+            .map(|r| -> anyhow::Result<DeliveryJob> {
+                Ok(DeliveryJob {
+                    id: r.try_get(0)?,
+                    verification_id: VerificationId(r.try_get(1)?),
+                    app: r.try_get(2)?,
+                    payload: r.try_get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
+                    route_index: u32::try_from(r.try_get::<_, i64>(4)?)?,
+                    attempts: u32::try_from(r.try_get::<_, i64>(5)?)?,
+                    next_attempt_at: r.try_get(6)?,
+                    created_at: r.try_get(7)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (j.created_at, j.id));
+        Ok(jobs)
+    }
+
+    async fn finish_job(&self, id: i64) -> StoreResult<()> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "UPDATE delivery_jobs SET state = 'done', payload = NULL WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(other)?;
+        Ok(())
+    }
+
+    async fn retry_job(
+        &self,
+        id: i64,
+        route_index: u32,
+        next_attempt_at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "UPDATE delivery_jobs SET route_index = $2, next_attempt_at = $3 WHERE id = $1 AND state = 'pending'",
+            &[&id, &i64::from(route_index), &next_attempt_at],
+        )
+        .await
+        .map_err(other)?;
+        Ok(())
+    }
+
+    async fn record_attempt(&self, a: &DeliveryAttempt) -> StoreResult<()> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "INSERT INTO delivery_attempts (verification_id, route, channel, message_id, outcome, at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&a.verification_id.0, &a.route, &a.channel, &a.message_id, &a.outcome, &a.at],
+        )
+        .await
+        .map_err(other)?;
+        Ok(())
+    }
+
+    async fn attempt_by_message(
+        &self,
+        channel: &str,
+        message_id: &str,
+    ) -> StoreResult<Option<DeliveryAttempt>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT verification_id, route, channel, message_id, outcome, at FROM delivery_attempts
+             WHERE channel = $1 AND message_id = $2 ORDER BY id DESC LIMIT 1",
+            &[&channel, &message_id],
+        )
+        .await
+        .map_err(other)?;
+        Ok(rows
+            .iter()
+            .map(attempt_row)
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .pop())
+    }
+
+    async fn attempts(&self, verification_id: VerificationId) -> StoreResult<Vec<DeliveryAttempt>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT verification_id, route, channel, message_id, outcome, at FROM delivery_attempts
+             WHERE verification_id = $1 ORDER BY id",
+            &[&verification_id.0],
+        )
+        .await
+        .map_err(other)?;
+        Ok(rows
+            .iter()
+            .map(attempt_row)
+            .collect::<anyhow::Result<Vec<_>>>()?)
     }
 
     async fn update_verification(
@@ -1027,6 +1184,17 @@ impl Store for PgStore {
                 &[&cutoff],
             )
             .await?;
+            for table in ["delivery_attempts", "delivery_jobs"] {
+                exec(
+                    &tx,
+                    &format!(
+                        "DELETE FROM {table} WHERE verification_id IN
+                            (SELECT id FROM verifications WHERE finished_at IS NOT NULL AND finished_at < $1)"
+                    ),
+                    &[&cutoff],
+                )
+                .await?;
+            }
             let purged = exec(
                 &tx,
                 "DELETE FROM verifications WHERE finished_at IS NOT NULL AND finished_at < $1

@@ -34,6 +34,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "limits",
         sql: include_str!("../migrations/0003_limits.sql"),
     },
+    Migration {
+        version: 4,
+        name: "delivery",
+        sql: include_str!("../migrations/0004_delivery.sql"),
+    },
 ];
 
 /// The advisory lock (class, id) serializing migrations across nodes. The two-key form

@@ -25,8 +25,8 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use verifyd_core::{Method, Status, Verification, VerificationId};
 use verifyd_store::{
-    Application, Block, CounterOp, EventKind, EventState, OutboxEvent, Store, StoreError,
-    StoreResult,
+    Application, Block, CounterOp, DeliveryAttempt, DeliveryJob, EventKind, EventState,
+    OutboxEvent, Store, StoreError, StoreResult,
 };
 
 use crate::rows::{
@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_callbacks.sql"),
     include_str!("../migrations/0003_limits.sql"),
+    include_str!("../migrations/0004_delivery.sql"),
 ];
 
 /// Most writes folded into one transaction.
@@ -338,6 +339,88 @@ fn enqueue(
     Ok(())
 }
 
+/// Inserts `v` (superseding the pending one) and queues `events`, inside the caller's
+/// savepoint.
+fn insert_verification_tx(
+    conn: &Connection,
+    v: &Verification,
+    events: &[EventKind],
+) -> StoreResult<Vec<Verification>> {
+    if let Some(reference) = &v.reference {
+        let taken: Option<i64> = conn
+            .prepare_cached("SELECT 1 FROM verifications WHERE app = ?1 AND reference = ?2")
+            .and_then(|mut s| s.query_row(params![v.app, reference], |r| r.get(0)))
+            .optional()
+            .map_err(other)?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict {
+                constraint: "reference",
+            });
+        }
+    }
+    let mut aborted = if v.status == Status::Pending {
+        query_verifications(
+            conn,
+            &select_verification_sql(
+                "app = ?1 AND method = ?2 AND endpoint = ?3 AND status = 'PENDING'",
+            ),
+            params![v.app, v.method.as_str(), v.identity.as_str()],
+        )
+        .map_err(other)?
+    } else {
+        Vec::new()
+    };
+    for old in &mut aborted {
+        old.abort(v.created_at);
+        cas_update(conn, old)?;
+        old.version += 1;
+        enqueue(conn, old, EventKind::Result, v.created_at)?;
+    }
+    write_verification_row(conn, v).map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict {
+                constraint: "reference",
+            }
+        } else {
+            other(e)
+        }
+    })?;
+    for kind in events {
+        enqueue(conn, v, *kind, v.created_at)?;
+    }
+    Ok(aborted)
+}
+
+fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryJob> {
+    let vid: Vec<u8> = row.get(1)?;
+    Ok(DeliveryJob {
+        id: row.get(0)?,
+        verification_id: VerificationId(uuid::Uuid::from_slice(&vid).map_err(|_| {
+            rusqlite::Error::InvalidColumnType(1, "id".into(), rusqlite::types::Type::Blob)
+        })?),
+        app: row.get(2)?,
+        payload: row.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
+        route_index: row.get(4)?,
+        attempts: row.get(5)?,
+        next_attempt_at: rows::from_micros(row.get(6)?)?,
+        created_at: rows::from_micros(row.get(7)?)?,
+    })
+}
+
+fn attempt_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryAttempt> {
+    let vid: Vec<u8> = row.get(0)?;
+    Ok(DeliveryAttempt {
+        verification_id: VerificationId(uuid::Uuid::from_slice(&vid).map_err(|_| {
+            rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Blob)
+        })?),
+        route: row.get(1)?,
+        channel: row.get(2)?,
+        message_id: row.get(3)?,
+        outcome: row.get(4)?,
+        at: rows::from_micros(row.get(5)?)?,
+    })
+}
+
 fn block_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Block> {
     Ok(Block {
         key: row.get(0)?,
@@ -470,50 +553,151 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Verification>> {
         let v = v.clone();
         let events = events.to_vec();
+        self.write(move |conn| insert_verification_tx(conn, &v, &events))
+            .await
+    }
+
+    async fn insert_verification_with_job(
+        &self,
+        v: &Verification,
+        payload: &[u8],
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<(Vec<Verification>, i64)> {
+        let v = v.clone();
+        let payload = payload.to_vec();
         self.write(move |conn| {
-            if let Some(reference) = &v.reference {
-                let taken: Option<i64> = conn
-                    .prepare_cached("SELECT 1 FROM verifications WHERE app = ?1 AND reference = ?2")
-                    .and_then(|mut s| s.query_row(params![v.app, reference], |r| r.get(0)))
-                    .optional()
+            let aborted = insert_verification_tx(conn, &v, &[])?;
+            conn.prepare_cached(
+                "INSERT INTO delivery_jobs (verification_id, app, payload, state, attempts, next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, 'pending', 1, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    v.id.as_bytes().as_slice(),
+                    v.app,
+                    payload,
+                    micros(lease_until),
+                    micros(v.created_at)
+                ])
+            })
+            .map_err(other)?;
+            Ok((aborted, conn.last_insert_rowid()))
+        })
+        .await
+    }
+
+    async fn claim_jobs(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        self.write(move |conn| {
+            let mut jobs = {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id, verification_id, app, payload, route_index, attempts, next_attempt_at, created_at
+                         FROM delivery_jobs WHERE state = 'pending' AND next_attempt_at <= ?1
+                         ORDER BY next_attempt_at, id LIMIT ?2",
+                    )
                     .map_err(other)?;
-                if taken.is_some() {
-                    return Err(StoreError::Conflict {
-                        constraint: "reference",
-                    });
-                }
-            }
-            let mut aborted = if v.status == Status::Pending {
-                query_verifications(
-                    conn,
-                    &select_verification_sql(
-                        "app = ?1 AND method = ?2 AND endpoint = ?3 AND status = 'PENDING'",
-                    ),
-                    params![v.app, v.method.as_str(), v.identity.as_str()],
-                )
-                .map_err(other)?
-            } else {
-                Vec::new()
+                let rows = stmt
+                    .query_map(params![micros(now), limit as i64], job_from_row)
+                    .map_err(other)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(other)?
             };
-            for old in &mut aborted {
-                old.abort(v.created_at);
-                cas_update(conn, old)?;
-                old.version += 1;
-                enqueue(conn, old, EventKind::Result, v.created_at)?;
+            for job in &mut jobs {
+                conn.prepare_cached(
+                    "UPDATE delivery_jobs SET attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![job.id, micros(lease_until)]))
+                .map_err(other)?;
+                job.attempts += 1;
+                job.next_attempt_at = lease_until;
             }
-            write_verification_row(conn, &v).map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict {
-                        constraint: "reference",
-                    }
-                } else {
-                    other(e)
-                }
-            })?;
-            for kind in events {
-                enqueue(conn, &v, kind, v.created_at)?;
-            }
-            Ok(aborted)
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn finish_job(&self, id: i64) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE delivery_jobs SET state = 'done', payload = NULL WHERE id = ?1",
+                [id],
+            )
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry_job(
+        &self,
+        id: i64,
+        route_index: u32,
+        next_attempt_at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE delivery_jobs SET route_index = ?2, next_attempt_at = ?3 WHERE id = ?1 AND state = 'pending'",
+                params![id, route_index, micros(next_attempt_at)],
+            )
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, attempt: &DeliveryAttempt) -> StoreResult<()> {
+        let a = attempt.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO delivery_attempts (verification_id, route, channel, message_id, outcome, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    a.verification_id.as_bytes().as_slice(),
+                    a.route,
+                    a.channel,
+                    a.message_id,
+                    a.outcome,
+                    micros(a.at)
+                ])
+            })
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn attempt_by_message(
+        &self,
+        channel: &str,
+        message_id: &str,
+    ) -> StoreResult<Option<DeliveryAttempt>> {
+        let (channel, message_id) = (channel.to_string(), message_id.to_string());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT verification_id, route, channel, message_id, outcome, at FROM delivery_attempts
+                     WHERE channel = ?1 AND message_id = ?2 ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row(params![channel, message_id], attempt_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn attempts(&self, verification_id: VerificationId) -> StoreResult<Vec<DeliveryAttempt>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT verification_id, route, channel, message_id, outcome, at FROM delivery_attempts
+                 WHERE verification_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![verification_id.as_bytes().as_slice()], attempt_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -913,6 +1097,16 @@ impl Store for SqliteStore {
                 [cutoff],
             )
             .map_err(other)?;
+            for table in ["delivery_attempts", "delivery_jobs"] {
+                conn.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE verification_id IN
+                            (SELECT id FROM verifications WHERE finished_at IS NOT NULL AND finished_at < ?1)"
+                    ),
+                    [cutoff],
+                )
+                .map_err(other)?;
+            }
             let purged = conn
                 .execute(
                     "DELETE FROM verifications WHERE finished_at IS NOT NULL AND finished_at < ?1

@@ -21,7 +21,8 @@ use verifyd_core::{
 };
 
 use crate::{
-    Application, Block, CounterOp, EventKind, EventState, MinAuth, OutboxEvent, Store, StoreError,
+    Application, Block, CounterOp, DeliveryAttempt, EventKind, EventState, MinAuth, OutboxEvent,
+    Store, StoreError,
 };
 
 /// The instant every story starts at.
@@ -53,7 +54,11 @@ macro_rules! conformance_tests {
             a_gate_lets_exactly_one_pass_per_interval,
             a_token_bucket_allows_a_burst_then_the_rate,
             blocks_expire_and_can_be_lifted,
-            purge_keeps_what_is_inside_the_retention
+            purge_keeps_what_is_inside_the_retention,
+            a_job_is_queued_with_the_start_and_leased_to_its_sender,
+            a_refused_start_queues_no_job,
+            concurrent_job_claims_never_hand_out_a_job_twice,
+            attempts_are_recorded_and_found_by_message_id
         );
     };
     (@each $make:path, $($story:ident),+) => {
@@ -966,5 +971,176 @@ pub async fn purge_keeps_what_is_inside_the_retention(store: Arc<dyn Store>) {
             .unwrap(),
         vec![0],
         "the expired bucket is gone"
+    );
+}
+
+/// The job is written with the verification, leased to the node that answered the start;
+/// when the lease ends (that node died) it is due again, with the same sealed payload.
+pub async fn a_job_is_queued_with_the_start_and_leased_to_its_sender(store: Arc<dyn Store>) {
+    let v = sms("app", "+46700000041", 41);
+    let lease = T0 + Duration::seconds(30);
+    let (aborted, job_id) = store
+        .insert_verification_with_job(&v, b"sealed message", lease)
+        .await
+        .unwrap();
+    assert!(aborted.is_empty());
+    assert_eq!(
+        store.verification("app", v.id).await.unwrap(),
+        Some(v.clone())
+    );
+    assert!(
+        store
+            .claim_jobs(T0, T0 + Duration::minutes(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let jobs = store
+        .claim_jobs(lease, lease + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(
+        (job.id, job.verification_id, job.app.as_str()),
+        (job_id, v.id, "app")
+    );
+    assert_eq!(job.payload, b"sealed message");
+    assert_eq!((job.route_index, job.attempts), (0, 2));
+    // Fail over to the second route in five seconds.
+    let later = lease + Duration::seconds(5);
+    store.retry_job(job_id, 1, later).await.unwrap();
+    assert!(
+        store
+            .claim_jobs(
+                later - Duration::seconds(1),
+                later + Duration::minutes(1),
+                10
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_jobs(later, later + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!((again[0].route_index, again[0].attempts), (1, 3));
+    store.finish_job(job_id).await.unwrap();
+    assert!(
+        store
+            .claim_jobs(later + Duration::hours(1), later + Duration::hours(2), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A retry after the job finished does not revive it.
+    store.retry_job(job_id, 2, later).await.unwrap();
+    assert!(
+        store
+            .claim_jobs(later + Duration::hours(1), later + Duration::hours(2), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A start refused for its reference leaves neither a verification nor a job.
+pub async fn a_refused_start_queues_no_job(store: Arc<dyn Store>) {
+    let mut a = sms("app", "+46700000042", 42);
+    a.reference = Some("dup-job".into());
+    store
+        .insert_verification_with_job(&a, b"a", T0)
+        .await
+        .unwrap();
+    store
+        .claim_jobs(T0, T0 + Duration::hours(1), 10)
+        .await
+        .unwrap();
+    let mut b = sms("app", "+46700000043", 43);
+    b.reference = Some("dup-job".into());
+    assert!(matches!(
+        store.insert_verification_with_job(&b, b"b", T0).await,
+        Err(StoreError::Conflict {
+            constraint: "reference"
+        })
+    ));
+    assert!(store.verification("app", b.id).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_jobs(T0 + Duration::hours(2), T0 + Duration::hours(3), 10)
+            .await
+            .unwrap()
+            .len()
+            == 1
+    );
+}
+
+/// Many claimers at once: every job is handed out exactly once.
+pub async fn concurrent_job_claims_never_hand_out_a_job_twice(store: Arc<dyn Store>) {
+    for i in 0..30 {
+        let v = sms("app", &format!("+4670001{i:04}"), 500 + i);
+        store
+            .insert_verification_with_job(&v, b"x", T0)
+            .await
+            .unwrap();
+    }
+    let lease = T0 + Duration::minutes(5);
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let batch = store.claim_jobs(T0, lease, 4).await.unwrap();
+                    if batch.is_empty() {
+                        return got;
+                    }
+                    got.extend(batch.into_iter().map(|j| j.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((total, all.len()), (30, 30));
+}
+
+/// Attempts are kept per verification and found again by a delivery report's message id.
+pub async fn attempts_are_recorded_and_found_by_message_id(store: Arc<dyn Store>) {
+    let v = sms("app", "+46700000044", 44);
+    store.insert_verification(&v, &[]).await.unwrap();
+    let attempt =
+        |route: &str, channel: &str, id: Option<&str>, outcome: &str, secs: i64| DeliveryAttempt {
+            verification_id: v.id,
+            route: route.into(),
+            channel: channel.into(),
+            message_id: id.map(str::to_string),
+            outcome: outcome.into(),
+            at: T0 + Duration::seconds(secs),
+        };
+    let first = attempt("smpp-primary", "smpp:a", None, "failed: ESME_RINVDSTADR", 1);
+    let second = attempt("smpp-backup", "smpp:b", Some("msg-77"), "submitted", 2);
+    store.record_attempt(&first).await.unwrap();
+    store.record_attempt(&second).await.unwrap();
+    assert_eq!(
+        store.attempts(v.id).await.unwrap(),
+        vec![first, second.clone()]
+    );
+    assert_eq!(
+        store.attempt_by_message("smpp:b", "msg-77").await.unwrap(),
+        Some(second)
+    );
+    assert!(
+        store
+            .attempt_by_message("smpp:a", "msg-77")
+            .await
+            .unwrap()
+            .is_none()
     );
 }

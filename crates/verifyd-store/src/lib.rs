@@ -209,6 +209,59 @@ pub struct Block {
     pub created_at: OffsetDateTime,
 }
 
+/// A message waiting to be delivered: the delivery job queued with the start, in the same
+/// transaction, so an answered start is always sent (or its failure recorded), and a retry
+/// re-sends the same message instead of drawing a new code.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeliveryJob {
+    /// Queue id.
+    pub id: i64,
+    /// The verification it delivers.
+    pub verification_id: VerificationId,
+    /// Its application.
+    pub app: String,
+    /// The message, sealed by the server (it contains the code); opaque to the store and
+    /// erased once the job is finished.
+    pub payload: Vec<u8>,
+    /// Index of the route to use next (failover moves it on).
+    pub route_index: u32,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// When it may run (the lease end while a node works on it).
+    pub next_attempt_at: OffsetDateTime,
+    /// When it was queued.
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for DeliveryJob {
+    /// Leaves out the sealed payload.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryJob")
+            .field("id", &self.id)
+            .field("verification_id", &self.verification_id)
+            .field("route_index", &self.route_index)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One delivery attempt on a route, recorded on the verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    /// The verification.
+    pub verification_id: VerificationId,
+    /// The route's name.
+    pub route: String,
+    /// The channel's name.
+    pub channel: String,
+    /// The provider's message id, when the submit was accepted.
+    pub message_id: Option<String>,
+    /// `submitted`, `delivered`, `failed: …`, `unreachable: …`, `retry: …`.
+    pub outcome: String,
+    /// When.
+    pub at: OffsetDateTime,
+}
+
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -264,6 +317,50 @@ pub trait Store: Send + Sync + 'static {
         v: &Verification,
         events: &[EventKind],
     ) -> StoreResult<Vec<Verification>>;
+
+    /// Like [`Store::insert_verification`], and queues a delivery job with `payload` in the
+    /// same transaction, leased to the caller until `lease_until` (it delivers at once; if it
+    /// dies, any node picks the job up when the lease ends). Returns the aborted
+    /// verifications and the job id.
+    async fn insert_verification_with_job(
+        &self,
+        v: &Verification,
+        payload: &[u8],
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<(Vec<Verification>, i64)>;
+
+    /// Claims up to `limit` delivery jobs due at `now`, leasing them until `lease_until`
+    /// (one attempt counted each).
+    async fn claim_jobs(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<Vec<DeliveryJob>>;
+
+    /// Finishes a job (sent, or given up): its payload is erased.
+    async fn finish_job(&self, id: i64) -> StoreResult<()>;
+
+    /// Reschedules a job for `next_attempt_at` on route `route_index`.
+    async fn retry_job(
+        &self,
+        id: i64,
+        route_index: u32,
+        next_attempt_at: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// Records a delivery attempt.
+    async fn record_attempt(&self, attempt: &DeliveryAttempt) -> StoreResult<()>;
+
+    /// The accepted attempt with this channel and message id (to match a delivery report).
+    async fn attempt_by_message(
+        &self,
+        channel: &str,
+        message_id: &str,
+    ) -> StoreResult<Option<DeliveryAttempt>>;
+
+    /// Every attempt of a verification, oldest first.
+    async fn attempts(&self, verification_id: VerificationId) -> StoreResult<Vec<DeliveryAttempt>>;
 
     /// Writes back a verification read earlier, if nobody changed it since, and queues
     /// `events` in the same transaction: compares `v.version` and bumps it on success.
