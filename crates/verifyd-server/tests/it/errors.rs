@@ -138,7 +138,15 @@ async fn health_answers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["status"], "ready");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
 }
