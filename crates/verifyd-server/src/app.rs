@@ -1,5 +1,6 @@
 //! Building and running the server: store, keys, applications, router, background sweeper.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -24,6 +25,7 @@ use verifyd_store_postgres::{PgOptions, PgStore};
 use verifyd_store_sqlite::{SqliteOptions, SqliteStore, path_from_url};
 
 use crate::callbacks::{self, Callbacks};
+use crate::delivery::{Dispatcher, Route, Sealer};
 use crate::config::Settings;
 use crate::error::{ApiError, error_response};
 use crate::routes::{admin, device, ops, verifications};
@@ -129,6 +131,9 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     /// The CSPRNG (tests pass a seeded one).
     pub rng: Box<dyn RngCore + Send>,
+    /// Channels built by the caller (tests inject scripted ones), in addition to the
+    /// configured ones; routes refer to them by name.
+    pub channels: Vec<Arc<dyn Channel>>,
 }
 
 /// A built server, ready to serve.
@@ -149,6 +154,7 @@ impl App {
             store,
             clock: Arc::new(SystemClock),
             rng: Box::new(StdRng::from_os_rng()),
+            channels: Vec::new(),
         })
         .await
     }
@@ -164,6 +170,7 @@ impl App {
             store,
             clock,
             mut rng,
+            channels: extra_channels,
         } = parts;
         let mut fresh = [0u8; 32];
         rng.fill_bytes(&mut fresh);
@@ -186,11 +193,62 @@ impl App {
                 .await
                 .with_context(|| format!("Failed to store application {:?}", app.name))?;
         }
+        let mut seal_key = [0u8; 32];
+        rng.fill_bytes(&mut seal_key);
+        let seal_key = store
+            .server_key("job-seal", seal_key)
+            .await
+            .context("Failed to load the job-sealing key")?;
         let inbox = Arc::new(DevInbox::new(
             settings.inbox_sender.clone(),
             settings.inbox_capacity,
         ));
-        let channel: Arc<dyn Channel> = inbox.clone();
+        let (receipts_tx, receipts_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
+        channels.insert("dev-inbox".into(), inbox.clone());
+        for channel in crate::channels::build(&settings, receipts_tx.clone())
+            .await?
+            .into_iter()
+            .chain(extra_channels)
+        {
+            channels.insert(channel.name().to_string(), channel);
+        }
+        let routes = if settings.routes.is_empty() {
+            // No routes: the dev inbox carries everything.
+            vec![Route {
+                name: "dev-inbox".into(),
+                methods: Vec::new(),
+                prefixes: Vec::new(),
+                countries: Vec::new(),
+                channel: inbox.clone(),
+                sender: None,
+            }]
+        } else {
+            settings
+                .routes
+                .iter()
+                .map(|r| {
+                    let channel = channels.get(&r.channel).cloned().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "[[routes]] {:?}: no channel named {:?} (known: {})",
+                            r.name,
+                            r.channel,
+                            channels.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    })?;
+                    Ok(Route {
+                        name: r.name.clone(),
+                        methods: r.methods.clone(),
+                        prefixes: r.prefixes.clone(),
+                        countries: r.countries.clone(),
+                        channel,
+                        sender: r.sender.clone(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let inbox_routed = routes.iter().any(|r| r.channel.name() == "dev-inbox");
+        let dispatcher = Dispatcher::new(routes, settings.delivery.clone(), Sealer::new(seal_key));
         let callbacks = Callbacks::new(settings.callbacks.clone())?;
         Ok(Self {
             state: AppState(Arc::new(Inner {
@@ -199,12 +257,30 @@ impl App {
                 clock,
                 hasher: CodeHasher::new(code_key),
                 rng: Mutex::new(rng),
-                channel,
-                inbox: Some(inbox),
+                dispatcher,
+                // The inbox exists only while it is a route.
+                inbox: inbox_routed.then_some(inbox),
                 apps: AppCache::default(),
                 callbacks,
+                channels,
+                receipts: Mutex::new(Some(receipts_rx)),
+                receipts_tx,
             })),
         })
+    }
+
+    /// Runs every delivery job that is due now (tests with a manual clock call this; the
+    /// worker does it continuously). Returns how many ran.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn run_due_jobs(&self) -> anyhow::Result<usize> {
+        crate::delivery::run_due_jobs(&self.state).await
+    }
+
+    /// Where channels and webhooks push delivery reports.
+    pub fn receipts(&self) -> verifyd_channels::ReceiptSender {
+        self.state.0.receipts_tx.clone()
     }
 
     /// If the store has no application at all, creates one and returns it (the caller
@@ -275,7 +351,12 @@ impl App {
                 "/admin/v1/fraud/blocks/{key}",
                 axum::routing::delete(admin::remove_block),
             )
-            .route("/metrics", get(ops::metrics));
+            .route("/metrics", get(ops::metrics))
+            .route(
+                "/admin/v1/verifications/{id}/attempts",
+                get(admin::attempts),
+            )
+            .route("/admin/v1/routes", get(admin::routes));
         if self.state.0.inbox.is_some() {
             router = router.route("/inbox/v1/messages", get(ops::inbox));
         }
@@ -331,6 +412,21 @@ impl App {
             tracing::warn!(%addr, "the dev inbox is exposed beyond loopback: anyone who can reach this address can read every code");
         }
         let sweeper = tokio::spawn(sweeper_loop(self.state.clone()));
+        let receipts = self
+            .state
+            .0
+            .receipts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map(|rx| tokio::spawn(crate::delivery::receipts_loop(self.state.clone(), rx)));
+        let jobs = self
+            .state
+            .0
+            .settings
+            .delivery
+            .worker
+            .then(|| tokio::spawn(crate::delivery::worker_loop(self.state.clone())));
         let worker = self
             .state
             .0
@@ -348,6 +444,9 @@ impl App {
         .await
         .context("HTTP server failed");
         sweeper.abort();
+        for task in [receipts, jobs].into_iter().flatten() {
+            task.abort();
+        }
         if let Some(worker) = worker {
             // In-flight deliveries are abandoned; their leases expire and they are retried.
             worker.abort();

@@ -51,6 +51,11 @@ pub struct Config {
     pub flashcall: FlashcallConfig,
     /// `[dev_inbox]`.
     pub dev_inbox: DevInboxConfig,
+    /// `[delivery]`.
+    pub delivery: DeliveryConfig,
+    /// `[[routes]]`.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     /// `[http]`.
     pub http: HttpConfig,
     /// `[fraud]` (defaults for every application).
@@ -69,6 +74,64 @@ pub struct Config {
 pub struct AuthConfig {
     /// Allowed clock difference for signed requests, seconds.
     pub timestamp_skew_seconds: u32,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliveryConfig {
+    /// Send timeout per route.
+    pub timeout_ms: u64,
+    /// Retryable failures before failover.
+    pub max_retries: u32,
+    /// Back-off base.
+    pub retry_base_ms: u64,
+    /// Job lease.
+    pub lease_seconds: u64,
+    /// Inline wait at start.
+    pub inline_wait_ms: u64,
+    /// WhatsApp → SMS fallback.
+    pub whatsapp_fallback_to_sms: bool,
+    /// Run the worker.
+    pub worker: bool,
+    /// Worker poll period.
+    pub poll_interval_ms: u64,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    /// Name.
+    pub name: String,
+    /// Methods (empty: all).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// E.164 prefixes (empty: all).
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// ISO regions (empty: all).
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Channel name.
+    pub channel: String,
+    /// Sender identity.
+    pub sender: Option<String>,
+}
+
+/// A validated route, before its channel is resolved.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Name.
+    pub name: String,
+    /// Methods (empty: all).
+    pub methods: Vec<Method>,
+    /// E.164 prefixes.
+    pub prefixes: Vec<String>,
+    /// ISO regions.
+    pub countries: Vec<String>,
+    /// Channel name.
+    pub channel: String,
+    /// Sender identity.
+    pub sender: Option<String>,
 }
 
 /// `[http]`.
@@ -282,6 +345,10 @@ pub struct Settings {
     pub app_policies: HashMap<String, Policy>,
     /// Owned CLI ranges.
     pub cli_ranges: Vec<CliRange>,
+    /// Delivery settings.
+    pub delivery: crate::delivery::DeliverySettings,
+    /// Routes (empty: everything to the dev inbox).
+    pub routes: Vec<RouteSpec>,
     /// Dev inbox sender id.
     pub inbox_sender: String,
     /// Dev inbox ring size.
@@ -476,6 +543,27 @@ impl Config {
             default_policy,
             app_policies,
             cli_ranges,
+            delivery: crate::delivery::DeliverySettings {
+                timeout: std::time::Duration::from_millis(self.delivery.timeout_ms.max(1)),
+                max_retries: self.delivery.max_retries,
+                retry_base: Duration::milliseconds(
+                    i64::try_from(self.delivery.retry_base_ms.max(1)).unwrap_or(1000),
+                ),
+                lease: Duration::seconds(
+                    i64::try_from(self.delivery.lease_seconds.max(1)).unwrap_or(60),
+                ),
+                inline_wait: std::time::Duration::from_millis(self.delivery.inline_wait_ms),
+                whatsapp_fallback_to_sms: self.delivery.whatsapp_fallback_to_sms,
+                worker: self.delivery.worker,
+                poll_interval: std::time::Duration::from_millis(
+                    self.delivery.poll_interval_ms.max(10),
+                ),
+            },
+            routes: self
+                .routes
+                .iter()
+                .map(route_spec)
+                .collect::<anyhow::Result<Vec<_>>>()?,
             inbox_sender: self.dev_inbox.sender.clone(),
             inbox_capacity: self.dev_inbox.capacity,
             sms_templates: templates(&self.templates.sms, "[templates.sms]")?,
@@ -521,6 +609,31 @@ fn policy(
         flashcall_report_timeout: flash.report_timeout.max(flash.interception_timeout),
         flashcall_deny_call_after: flash.deny_call_after,
         flashcall_dial_timeout: flash.dial_timeout,
+    })
+}
+
+fn route_spec(r: &RouteConfig) -> anyhow::Result<RouteSpec> {
+    let label = format!("[[routes]] {:?}", r.name);
+    if r.name.trim().is_empty() {
+        bail!("[[routes]]: every route needs a name");
+    }
+    let methods = r
+        .methods
+        .iter()
+        .map(|m| Method::parse(m).ok_or_else(|| anyhow::anyhow!("{label}: unknown method {m:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for p in &r.prefixes {
+        if !p.starts_with('+') || !p[1..].bytes().all(|b| b.is_ascii_digit()) || p.len() < 2 {
+            bail!("{label}: prefix {p:?} must be + and digits");
+        }
+    }
+    Ok(RouteSpec {
+        name: r.name.clone(),
+        methods,
+        prefixes: r.prefixes.clone(),
+        countries: r.countries.iter().map(|c| c.to_ascii_uppercase()).collect(),
+        channel: r.channel.clone(),
+        sender: r.sender.clone().filter(|s| !s.trim().is_empty()),
     })
 }
 

@@ -7,6 +7,7 @@
 //! - [`config`]: the configuration file and its validation into `Settings`.
 //! - [`app`]: building the server, the router, the expiry sweeper, serving.
 //! - [`auth`]: Signed / Basic / Public authentication.
+//! - [`delivery`]: routes, sealed delivery jobs, failover, receipts.
 //! - [`callbacks`]: the request event, and result / SMS-delivered events from the outbox.
 //! - [`extract`]: extractors whose rejections are Sinch errors.
 //! - [`fraud`]: rate limits, attempt budgets, destination rules, SMS pumping, test numbers.
@@ -19,7 +20,9 @@
 pub mod app;
 pub mod auth;
 pub mod callbacks;
+pub mod channels;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod extract;
 pub mod fraud;

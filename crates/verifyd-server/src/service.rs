@@ -10,7 +10,7 @@ use verifyd_api::model::{
     FlashCallStartInfo, Identity, Link, Price, ReportRequest, ReportResponse, SeamlessStartInfo,
     SmsStartInfo, StartRequest, StartResponse, StatusPrice, StatusResponse, WhatsappStartInfo,
 };
-use verifyd_channels::{OutboundMessage, Payload, SendError};
+use verifyd_channels::Payload;
 use verifyd_core::locale::{CODE_PLACEHOLDER, render};
 use verifyd_core::phone::PhoneError;
 use verifyd_core::policy::{FLASHCALL_TIMEOUT_RANGE, parse_expiry};
@@ -18,7 +18,7 @@ use verifyd_core::{
     CallInfo, CallResult, CodeType, Method, Money, NewVerification, PhoneNumber, Reason,
     ReportOutcome, Source, Status, Verification, VerificationId,
 };
-use verifyd_store::{EventKind, StoreError};
+use verifyd_store::{DeliveryJob, EventKind, StoreError};
 
 use crate::auth::{AuthKind, Caller};
 use crate::callbacks::{self, Decision, RequestContext};
@@ -54,6 +54,9 @@ struct Plan {
     sms_template: Option<String>,
     flash: Option<(String, u32, u32)>,
     seamless_uri: Option<String>,
+    /// WhatsApp: the same code as an SMS, for the fallback when the recipient has no
+    /// WhatsApp.
+    sms_fallback: Option<Payload>,
 }
 
 fn phone_error(e: PhoneError) -> ApiError {
@@ -193,6 +196,9 @@ pub async fn start(
         )));
     }
 
+    if !state.0.dispatcher.has_route(method, &number) {
+        return Err(ApiError::new(ErrorCode::NoRoute, "No route to destination."));
+    }
     let policy = state.policy(app).clone();
     let id = state.with_rng(|rng| VerificationId::random(rng));
     // Validates every option before anything leaves the server.
@@ -306,11 +312,39 @@ pub async fn start(
             ),
         });
     }
-    let superseded = state
-        .0
-        .store
-        .insert_verification(&verification, &[])
-        .await?;
+    // The message to deliver is queued (sealed) in the same transaction as the verification,
+    // so an answered start is always delivered or its failure recorded.
+    let (superseded, job) = match &test {
+        None => {
+            let sealed = crate::delivery::seal(
+                state,
+                &verification,
+                &plan.payload,
+                plan.sms_fallback.as_ref(),
+            )?;
+            let lease_until = now + state.0.dispatcher.settings().lease;
+            let (superseded, job_id) = state
+                .0
+                .store
+                .insert_verification_with_job(&verification, &sealed, lease_until)
+                .await?;
+            let job = DeliveryJob {
+                id: job_id,
+                verification_id: verification.id,
+                app: app.to_string(),
+                payload: sealed,
+                route_index: 0,
+                attempts: 1,
+                next_attempt_at: lease_until,
+                created_at: now,
+            };
+            (superseded, Some(job))
+        }
+        Some(_) => (
+            state.0.store.insert_verification(&verification, &[]).await?,
+            None,
+        ),
+    };
     if !superseded.is_empty() {
         state.0.callbacks.notify.notify_one();
     }
@@ -328,17 +362,19 @@ pub async fn start(
         "verification started"
     );
 
-    match &test {
-        None => {
-            deliver(
-                state,
-                &mut verification,
-                plan.payload,
-                known.app.callback_url.is_some(),
-            )
-            .await?;
+    match (&test, job) {
+        (Some(t), _) => script_test_number(state, &mut verification, t.outcome).await?,
+        (None, Some(job)) => {
+            // Hand the message to the channel now, in the background; answer once it is
+            // handed over or after `inline_wait` (the job is safe in the store either way).
+            let task = tokio::spawn({
+                let state = state.clone();
+                async move { crate::delivery::dispatch(&state, job).await }
+            });
+            let wait = state.0.dispatcher.settings().inline_wait;
+            let _ = tokio::time::timeout(wait, task).await;
         }
-        Some(t) => script_test_number(state, &mut verification, t.outcome).await?,
+        (None, None) => {}
     }
 
     let id_text = id.to_string();
@@ -404,6 +440,7 @@ fn plan(
         sms_template: None,
         flash: None,
         seamless_uri: None,
+        sms_fallback: None,
     };
     match method {
         Method::Sms => {
@@ -471,6 +508,12 @@ fn plan(
                 code: code.clone(),
                 locale: locale.clone(),
             };
+            let (sms_locale, sms_template) = settings.sms_templates.negotiate(Some(&locale));
+            plan.sms_fallback = Some(Payload::Text {
+                body: render(&sms_template, &code),
+                code: code.clone(),
+                locale: sms_locale,
+            });
             plan.secret = code;
             plan.code_type = Some(code_type);
             plan.locale = Some(locale);
@@ -653,7 +696,7 @@ async fn script_test_number(
                 } else {
                     CallResult::Answered
                 };
-                update_with(state, verification, &[], |v, _| {
+                update_verification_with(state, verification, &[], |v, _| {
                     v.record_call(call(result));
                     true
                 })
@@ -680,7 +723,7 @@ async fn script_test_number(
             } else {
                 CallResult::Failed
             };
-            update_with(state, verification, events, |v, now| {
+            update_verification_with(state, verification, events, |v, now| {
                 if v.method.is_call() {
                     v.record_call(call(result));
                 }
@@ -693,64 +736,10 @@ async fn script_test_number(
     Ok(())
 }
 
-/// Hands the message to the channel and records what it learned (call outcome, failure).
-async fn deliver(
-    state: &AppState,
-    verification: &mut Verification,
-    payload: Payload,
-    has_callback: bool,
-) -> Result<(), ApiError> {
-    let message = OutboundMessage {
-        verification_id: verification.id.to_string(),
-        app: verification.app.clone(),
-        method: verification.method,
-        to: verification.identity.clone(),
-        payload,
-        sender: None,
-        created_at: state.now(),
-    };
-    let channel = &state.0.channel;
-    match channel.send(&message).await {
-        Ok(delivery) => {
-            crate::metrics::delivery(channel.name(), "sent");
-            let sms_delivered =
-                delivery.delivered && verification.method == Method::Sms && has_callback;
-            if delivery.call.is_some() || sms_delivered {
-                let events: &[EventKind] = if sms_delivered {
-                    &[EventKind::SmsDelivered { successful: true }]
-                } else {
-                    &[]
-                };
-                update_with(state, verification, events, |v, _| {
-                    if let Some(call) = &delivery.call {
-                        v.record_call(call.clone());
-                    }
-                    true
-                })
-                .await?;
-            }
-            tracing::debug!(verification.id = %verification.id, channel = channel.name(), "handed to channel");
-        }
-        Err(e) => {
-            let reason = match (&e, verification.method) {
-                (SendError::Permanent { .. }, Method::Sms) => Reason::SmsDeliveryFailure,
-                _ => Reason::NetworkErrorOrNumberUnreachable,
-            };
-            tracing::warn!(verification.id = %verification.id, channel = channel.name(), error = %e, "delivery failed");
-            crate::metrics::delivery(channel.name(), "failed");
-            update_with(state, verification, &[EventKind::Result], |v, now| {
-                v.fail_delivery(reason, now)
-            })
-            .await?;
-            crate::metrics::finished(verification);
-        }
-    }
-    Ok(())
-}
 
 /// Applies `change` and writes back, re-reading and re-applying if another writer won the
 /// race. `change` returns whether it changed anything.
-async fn update_with(
+pub(crate) async fn update_verification_with(
     state: &AppState,
     verification: &mut Verification,
     events: &[EventKind],
@@ -791,7 +780,7 @@ async fn update_with(
     ))
 }
 
-/// Like [`update_with`], for changes that may or may not finish the verification: `change`
+/// Like [`update_verification_with`], for changes that may or may not finish the verification: `change`
 /// returns (changed, finished), and a result event is queued with the write that finishes it.
 async fn update_with_events(
     state: &AppState,

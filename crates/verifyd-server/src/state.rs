@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rand::RngCore;
 use time::{Duration, OffsetDateTime};
-use verifyd_channels::{Channel, DevInbox};
+use verifyd_channels::DevInbox;
 use verifyd_core::{Clock, CodeHasher, Policy};
 use verifyd_store::{Application, Store};
 
@@ -27,12 +27,19 @@ pub(crate) struct Inner {
     /// The CSPRNG for codes, ids, CLIs and tokens. A std `Mutex`: each use is a few
     /// microseconds of drawing and never crosses an `.await`.
     pub rng: Mutex<Box<dyn RngCore + Send>>,
-    pub channel: Arc<dyn Channel>,
+    /// Routes, sealing and delivery settings.
+    pub dispatcher: crate::delivery::Dispatcher,
     /// Present only in dev-inbox mode; `GET /inbox/v1/messages` is routed only then.
     pub inbox: Option<Arc<DevInbox>>,
     pub apps: AppCache,
     /// Callback clients, settings and the worker's wake-up.
     pub callbacks: crate::callbacks::Callbacks,
+    /// Every configured channel by name (the dev inbox included).
+    pub channels: HashMap<String, Arc<dyn verifyd_channels::Channel>>,
+    /// Delivery reports from channels, taken by `serve` to run the receipts loop.
+    pub receipts: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<verifyd_channels::Receipt>>>,
+    /// Where channels and webhooks push delivery reports.
+    pub receipts_tx: verifyd_channels::ReceiptSender,
 }
 
 impl AppState {

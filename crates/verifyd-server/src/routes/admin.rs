@@ -150,3 +150,55 @@ pub async fn remove_block(
     tracing::info!(block = %key, "block lifted by an operator");
     Ok(Json(serde_json::json!({ "key": key, "removed": true })))
 }
+
+/// `GET /admin/v1/verifications/{id}/attempts`: every delivery attempt (route, channel,
+/// provider message id, outcome) of a verification.
+pub async fn attempts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SinchPath(id): SinchPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&state, &headers)?;
+    let id = verifyd_core::VerificationId::parse(&id).ok_or_else(ApiError::not_found)?;
+    let attempts = state.0.store.attempts(id).await?;
+    let views: Vec<serde_json::Value> = attempts
+        .into_iter()
+        .map(|a| {
+            serde_json::json!({
+                "route": a.route,
+                "channel": a.channel,
+                "messageId": a.message_id,
+                "outcome": a.outcome,
+                "at": a.at.format(&time::format_description::well_known::Rfc3339).ok(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "attempts": views })))
+}
+
+/// `GET /admin/v1/routes`: the configured channels and the routes over them, in order.
+pub async fn routes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&state, &headers)?;
+    let mut channels: Vec<&String> = state.0.channels.keys().collect();
+    channels.sort();
+    let routes: Vec<serde_json::Value> = state
+        .0
+        .dispatcher
+        .routes()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "channel": r.channel.name(),
+                "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                "prefixes": r.prefixes,
+                "countries": r.countries,
+                "sender": r.sender,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "channels": channels, "routes": routes })))
+}

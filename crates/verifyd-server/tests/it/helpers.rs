@@ -36,6 +36,14 @@ impl TestApp {
 
     /// Spawns with extra TOML appended to a config that declares two applications.
     pub async fn spawn_with(extra: &str) -> Self {
+        Self::spawn_with_channels(extra, Vec::new()).await
+    }
+
+    /// Spawns with scripted channels that `[[routes]]` in `extra` can name.
+    pub async fn spawn_with_channels(
+        extra: &str,
+        channels: Vec<std::sync::Arc<dyn verifyd_channels::Channel>>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let toml = format!(
@@ -53,8 +61,10 @@ impl TestApp {
             "#
         );
         let mut settings = Config::from_toml(&toml).unwrap().settings().unwrap();
-        // Tests drive callback delivery themselves (`deliver_due_events`) with the manual clock.
+        // Tests drive callback delivery and delivery jobs themselves (`deliver_due_events`,
+        // `run_due_jobs`) with the manual clock.
         settings.callbacks.worker = extra.contains("worker = true");
+        settings.delivery.worker = false;
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(
             dir.path().join("it.db"),
@@ -69,6 +79,7 @@ impl TestApp {
             store: Arc::new(store),
             clock: clock.clone(),
             rng: Box::new(StdRng::seed_from_u64(7)),
+            channels,
         })
         .await
         .unwrap();
@@ -90,6 +101,19 @@ impl TestApp {
             _dir: dir,
             _shutdown: tx,
         }
+    }
+
+    /// Runs due delivery jobs until `done` holds (the inline dispatch runs in the
+    /// background; this waits for it without a clock).
+    pub async fn run_jobs_until(&self, done: impl Fn() -> bool) {
+        for _ in 0..400 {
+            if done() {
+                return;
+            }
+            self.app.run_due_jobs().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("delivery did not happen");
     }
 
     pub fn now(&self) -> OffsetDateTime {

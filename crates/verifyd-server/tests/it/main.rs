@@ -9,6 +9,7 @@
 
 mod auth;
 mod callbacks;
+mod delivery;
 mod errors;
 mod fraud;
 mod helpers;
