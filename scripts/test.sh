@@ -27,6 +27,15 @@ fi
 if [ ! -d e2e/node/node_modules/@sinch/verification ]; then
   npm ci --prefix e2e/node --no-audit --no-fund --loglevel=error
 fi
+# Prism (a contract mock of the WhatsApp Cloud API from its OpenAPI document); its
+# telemetry install script is skipped.
+if [ ! -x e2e/prism/node_modules/.bin/prism ]; then
+  npm ci --prefix e2e/prism --ignore-scripts --no-audit --no-fund --loglevel=error
+fi
+# The SMSC test peer (node smpp 0.5.1).
+if [ -f e2e/smsc/package-lock.json ] && [ ! -d e2e/smsc/node_modules/smpp ]; then
+  npm ci --prefix e2e/smsc --no-audit --no-fund --loglevel=error
+fi
 # PyPI sinch==1.1.4, the last Python release with the Verification API.
 if ! e2e/python/.venv/bin/python -c "import sinch" >/dev/null 2>&1; then
   python3 -m venv e2e/python/.venv

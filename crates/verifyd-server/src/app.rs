@@ -356,7 +356,15 @@ impl App {
                 "/admin/v1/verifications/{id}/attempts",
                 get(admin::attempts),
             )
-            .route("/admin/v1/routes", get(admin::routes));
+            .route("/admin/v1/routes", get(admin::routes))
+            .route(
+                "/webhooks/v1/whatsapp/{channel}",
+                get(crate::channels::whatsapp_handshake).post(crate::channels::whatsapp_statuses),
+            )
+            .route(
+                "/webhooks/v1/sms/{channel}",
+                post(crate::channels::sms_report).get(crate::channels::sms_report),
+            );
         if self.state.0.inbox.is_some() {
             router = router.route("/inbox/v1/messages", get(ops::inbox));
         }

@@ -56,6 +56,9 @@ pub struct Config {
     /// `[[routes]]`.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// `[channels]`: real delivery channels.
+    #[serde(default)]
+    pub channels: ChannelsConfig,
     /// `[http]`.
     pub http: HttpConfig,
     /// `[fraud]` (defaults for every application).
@@ -96,6 +99,109 @@ pub struct DeliveryConfig {
     /// Worker poll period.
     pub poll_interval_ms: u64,
 }
+
+/// `[channels]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ChannelsConfig {
+    /// `[[channels.whatsapp]]`.
+    #[serde(default)]
+    pub whatsapp: Vec<WhatsappChannelConfig>,
+    /// `[[channels.http_sms]]`.
+    #[serde(default)]
+    pub http_sms: Vec<HttpSmsChannelConfig>,
+    /// `[[channels.smpp]]`.
+    #[serde(default)]
+    pub smpp: Vec<SmppChannelConfig>,
+}
+
+/// `[[channels.whatsapp]]`: the WhatsApp Cloud API.
+#[derive(Clone, Deserialize)]
+pub struct WhatsappChannelConfig {
+    /// Channel name (routes refer to it; status webhooks arrive at
+    /// `/webhooks/v1/whatsapp/{name}`).
+    pub name: String,
+    /// The business phone number id.
+    pub phone_number_id: String,
+    /// System-user access token.
+    pub access_token: String,
+    /// The approved authentication template.
+    pub template_name: String,
+    /// Default template language (`en_US`).
+    pub language: Option<String>,
+    /// Languages the template is approved in.
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// Graph API base URL.
+    pub base_url: Option<String>,
+    /// Graph API version.
+    pub api_version: Option<String>,
+    /// App secret: verifies `X-Hub-Signature-256` on status webhooks.
+    pub app_secret: String,
+    /// The webhook subscription's verify token (`hub.verify_token`).
+    pub verify_token: String,
+}
+
+/// `[[channels.http_sms]]`: Sinch SMS, Twilio or Vonage over HTTP.
+#[derive(Clone, Deserialize)]
+pub struct HttpSmsChannelConfig {
+    /// Channel name (delivery reports arrive at `/webhooks/v1/sms/{name}`).
+    pub name: String,
+    /// `sinch`, `twilio` or `vonage`.
+    pub provider: String,
+    /// API base URL (the provider's by default).
+    pub base_url: Option<String>,
+    /// Default sender (alphanumeric or E.164).
+    pub from: Option<String>,
+    /// Sinch: service plan id.
+    pub service_plan_id: Option<String>,
+    /// Sinch: API token.
+    pub api_token: Option<String>,
+    /// Twilio: account SID.
+    pub account_sid: Option<String>,
+    /// Twilio: auth token (also verifies `X-Twilio-Signature`).
+    pub auth_token: Option<String>,
+    /// Twilio: messaging service SID instead of `from`.
+    pub messaging_service_sid: Option<String>,
+    /// Vonage: API key.
+    pub api_key: Option<String>,
+    /// Vonage: API secret.
+    pub api_secret: Option<String>,
+}
+
+/// `[[channels.smpp]]`: an SMSC over SMPP 3.4.
+#[derive(Clone, Deserialize)]
+pub struct SmppChannelConfig {
+    /// Channel name.
+    pub name: String,
+    /// `smpp://host:port` or `smpps://host:port`.
+    pub url: String,
+    /// Bind system id.
+    pub system_id: String,
+    /// Bind password.
+    pub password: String,
+    /// Bind system type.
+    #[serde(default)]
+    pub system_type: String,
+    /// Default sender: alphanumeric sender id or E.164 number.
+    pub source: String,
+    /// Unanswered submit_sm allowed at once (default 10).
+    pub window: Option<usize>,
+    /// Submits per second on this bind.
+    pub tps: Option<u32>,
+}
+
+macro_rules! redacted_debug {
+    ($t:ty, $($f:ident),*) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))$(.field(stringify!($f), &self.$f))*.finish_non_exhaustive()
+            }
+        }
+    };
+}
+redacted_debug!(WhatsappChannelConfig, name, phone_number_id, template_name);
+redacted_debug!(HttpSmsChannelConfig, name, provider, base_url);
+redacted_debug!(SmppChannelConfig, name, url, system_id);
 
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -349,6 +455,8 @@ pub struct Settings {
     pub delivery: crate::delivery::DeliverySettings,
     /// Routes (empty: everything to the dev inbox).
     pub routes: Vec<RouteSpec>,
+    /// Real channels to build.
+    pub channels: ChannelsConfig,
     /// Dev inbox sender id.
     pub inbox_sender: String,
     /// Dev inbox ring size.
@@ -564,6 +672,7 @@ impl Config {
                 .iter()
                 .map(route_spec)
                 .collect::<anyhow::Result<Vec<_>>>()?,
+            channels: self.channels.clone(),
             inbox_sender: self.dev_inbox.sender.clone(),
             inbox_capacity: self.dev_inbox.capacity,
             sms_templates: templates(&self.templates.sms, "[templates.sms]")?,

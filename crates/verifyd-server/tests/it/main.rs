@@ -9,6 +9,7 @@
 
 mod auth;
 mod callbacks;
+mod channels;
 mod delivery;
 mod errors;
 mod fraud;
