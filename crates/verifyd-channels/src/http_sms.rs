@@ -25,8 +25,12 @@ pub mod vonage;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hmac::Hmac;
+use hmac::digest::KeyInit;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+use sha1::{Digest, Sha1};
+use sha2::Sha256;
 
 use crate::{Channel, Delivery, OutboundMessage, Payload, SendError};
 
@@ -246,7 +250,7 @@ pub(crate) async fn execute(
 }
 
 /// `Retry-After` as delay-seconds. An HTTP-date is ignored: turning it into a delay needs a
-/// clock, which this crate does not read. The caller then uses its own back-off.
+/// clock, which these channels do not read. The caller then uses its own back-off.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     value.parse::<u64>().ok().map(Duration::from_secs)
@@ -300,8 +304,32 @@ pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
+/// HMAC-SHA1 keyed with `key`, through the infallible constructor: keys up to one block
+/// are zero-padded and longer keys hashed first, exactly as RFC 2104 prescribes.
+pub(crate) fn hmac_sha1(key: &[u8]) -> Hmac<Sha1> {
+    let mut block = [0u8; 64];
+    if key.len() <= block.len() {
+        block[..key.len()].copy_from_slice(key);
+    } else {
+        block[..20].copy_from_slice(&Sha1::digest(key));
+    }
+    <Hmac<Sha1> as KeyInit>::new(&block.into())
+}
+
+/// HMAC-SHA256 keyed with `key`, as [`hmac_sha1`] does it.
+pub(crate) fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
+    let mut block = [0u8; 64];
+    if key.len() <= block.len() {
+        block[..key.len()].copy_from_slice(key);
+    } else {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    }
+    <Hmac<Sha256> as KeyInit>::new(&block.into())
+}
+
 /// Lowercase hex of `bytes`.
-pub(crate) fn hex_encode(bytes: &[u8]) -> String {
+#[cfg(test)]
+fn hex_encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -321,12 +349,11 @@ pub(crate) fn hex_decode(text: &str) -> Option<Vec<u8>> {
             _ => None,
         }
     }
-    let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    let pairs = text.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return None;
     }
-    bytes
-        .chunks_exact(2)
+    pairs
         .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
         .collect()
 }
@@ -364,6 +391,32 @@ mod tests {
     }
 
     #[test]
+    fn hmac_keys_longer_than_a_block_are_hashed_first() {
+        use hmac::Mac;
+        // RFC 2202 test case 6 (HMAC-SHA1, 80-byte key) and RFC 4231 test case 6
+        // (HMAC-SHA256, 131-byte key).
+        let mut m = hmac_sha1(&[0xaa; 80]);
+        m.update(b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(
+            hex_encode(&m.finalize().into_bytes()),
+            "aa4ae5e15272d00e95705637ce8a3b55ed402112"
+        );
+        let mut m = hmac_sha256(&[0xaa; 131]);
+        m.update(b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(
+            hex_encode(&m.finalize().into_bytes()),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        // RFC 2202 test case 1: a short key is zero-padded.
+        let mut m = hmac_sha1(&[0x0b; 20]);
+        m.update(b"Hi There");
+        assert_eq!(
+            hex_encode(&m.finalize().into_bytes()),
+            "b617318655057264e28bc0b6fb378c8ef146be00"
+        );
+    }
+
+    #[test]
     fn hex_round_trips_and_rejects_garbage() {
         assert_eq!(hex_encode(&[0x00, 0xab, 0xff]), "00abff");
         assert_eq!(hex_decode("00ABff"), Some(vec![0x00, 0xab, 0xff]));
@@ -377,7 +430,10 @@ mod tests {
             assert!(is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }
         for s in [400, 401, 403, 404, 422] {
-            assert!(!is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+            assert!(
+                !is_retryable_status(StatusCode::from_u16(s).unwrap()),
+                "{s}"
+            );
         }
     }
 }

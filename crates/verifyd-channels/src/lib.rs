@@ -11,6 +11,7 @@
 
 pub mod http_sms;
 pub mod inbox;
+pub mod smpp;
 pub mod whatsapp;
 
 use std::time::Duration;

@@ -25,8 +25,8 @@ use verifyd_store_postgres::{PgOptions, PgStore};
 use verifyd_store_sqlite::{SqliteOptions, SqliteStore, path_from_url};
 
 use crate::callbacks::{self, Callbacks};
-use crate::delivery::{Dispatcher, Route, Sealer};
 use crate::config::Settings;
+use crate::delivery::{Dispatcher, Route, Sealer};
 use crate::error::{ApiError, error_response};
 use crate::routes::{admin, device, ops, verifications};
 use crate::state::{AppCache, AppState, Inner};

@@ -44,7 +44,9 @@ fn http_provider(c: &HttpSmsChannelConfig, callback: String) -> anyhow::Result<P
             let sender = match (&c.messaging_service_sid, &c.from) {
                 (Some(sid), _) => http_sms::twilio::TwilioSender::MessagingService(sid.clone()),
                 (None, Some(from)) => http_sms::twilio::TwilioSender::From(from.clone()),
-                (None, None) => bail!("[[channels.http_sms]] {name:?}: from or messaging_service_sid is required"),
+                (None, None) => bail!(
+                    "[[channels.http_sms]] {name:?}: from or messaging_service_sid is required"
+                ),
             };
             let mut p = http_sms::twilio::TwilioConfig::new(
                 required(&c.account_sid, name, "account_sid")?,
@@ -69,7 +71,9 @@ fn http_provider(c: &HttpSmsChannelConfig, callback: String) -> anyhow::Result<P
             p.callback = Some(callback);
             Provider::Vonage(p)
         }
-        other => bail!("[[channels.http_sms]] {name:?}: provider {other:?} (expected sinch, twilio or vonage)"),
+        other => bail!(
+            "[[channels.http_sms]] {name:?}: provider {other:?} (expected sinch, twilio or vonage)"
+        ),
     })
 }
 
@@ -83,7 +87,12 @@ pub async fn build(
 ) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
     let mut built: Vec<Arc<dyn Channel>> = Vec::new();
     for c in &settings.channels.whatsapp {
-        let mut config = WhatsappConfig::new(&c.name, &c.phone_number_id, &c.access_token, &c.template_name);
+        let mut config = WhatsappConfig::new(
+            &c.name,
+            &c.phone_number_id,
+            &c.access_token,
+            &c.template_name,
+        );
         if let Some(base) = &c.base_url {
             config.base_url.clone_from(base);
         }
@@ -163,7 +172,10 @@ pub async fn whatsapp_handshake(
         &channel.verify_token,
     ) {
         Some(challenge) => Ok((StatusCode::OK, challenge).into_response()),
-        None => Err(ApiError::new(verifyd_api::ErrorCode::Forbidden, "Verify token mismatch.")),
+        None => Err(ApiError::new(
+            verifyd_api::ErrorCode::Forbidden,
+            "Verify token mismatch.",
+        )),
     }
 }
 
@@ -188,7 +200,10 @@ pub async fn whatsapp_statuses(
         .unwrap_or_default();
     if !whatsapp::verify_signature(&channel.app_secret, &body, signature) {
         tracing::warn!(channel = %name, "WhatsApp webhook with a bad signature refused");
-        return Err(ApiError::new(verifyd_api::ErrorCode::InvalidSignature, "Invalid signature"));
+        return Err(ApiError::new(
+            verifyd_api::ErrorCode::InvalidSignature,
+            "Invalid signature",
+        ));
     }
     push(&state, whatsapp::parse_statuses(&name, &body));
     Ok(StatusCode::OK)
@@ -221,7 +236,10 @@ pub async fn sms_report(
             let token = channel.auth_token.clone().unwrap_or_default();
             if !http_sms::twilio::verify_signature(&token, &url, &body, signature) {
                 tracing::warn!(channel = %name, "Twilio status callback with a bad signature refused");
-                return Err(ApiError::new(verifyd_api::ErrorCode::InvalidSignature, "Invalid signature"));
+                return Err(ApiError::new(
+                    verifyd_api::ErrorCode::InvalidSignature,
+                    "Invalid signature",
+                ));
             }
             http_sms::twilio::parse_status_callback(&name, &body)
         }

@@ -50,7 +50,10 @@ impl Route {
     fn matches(&self, method: Method, number: &PhoneNumber) -> bool {
         (self.methods.is_empty() || self.methods.contains(&method))
             && (self.prefixes.is_empty()
-                || self.prefixes.iter().any(|p| number.as_str().starts_with(p.as_str())))
+                || self
+                    .prefixes
+                    .iter()
+                    .any(|p| number.as_str().starts_with(p.as_str())))
             && (self.countries.is_empty()
                 || number
                     .region()
@@ -91,10 +94,23 @@ struct Sealed {
 
 #[derive(Serialize, Deserialize, Clone)]
 enum SealedPayload {
-    Text { body: String, code: String, locale: String },
-    FlashCall { cli: String, dial_timeout: u32 },
-    Callout { code: String, locale: String, script: String },
-    Seamless { target_uri: String },
+    Text {
+        body: String,
+        code: String,
+        locale: String,
+    },
+    FlashCall {
+        cli: String,
+        dial_timeout: u32,
+    },
+    Callout {
+        code: String,
+        locale: String,
+        script: String,
+    },
+    Seamless {
+        target_uri: String,
+    },
 }
 
 impl From<&Payload> for SealedPayload {
@@ -102,7 +118,15 @@ impl From<&Payload> for SealedPayload {
         match p.clone() {
             Payload::Text { body, code, locale } => Self::Text { body, code, locale },
             Payload::FlashCall { cli, dial_timeout } => Self::FlashCall { cli, dial_timeout },
-            Payload::Callout { code, locale, script } => Self::Callout { code, locale, script },
+            Payload::Callout {
+                code,
+                locale,
+                script,
+            } => Self::Callout {
+                code,
+                locale,
+                script,
+            },
             Payload::Seamless { target_uri } => Self::Seamless { target_uri },
         }
     }
@@ -113,7 +137,15 @@ impl From<SealedPayload> for Payload {
         match p {
             SealedPayload::Text { body, code, locale } => Self::Text { body, code, locale },
             SealedPayload::FlashCall { cli, dial_timeout } => Self::FlashCall { cli, dial_timeout },
-            SealedPayload::Callout { code, locale, script } => Self::Callout { code, locale, script },
+            SealedPayload::Callout {
+                code,
+                locale,
+                script,
+            } => Self::Callout {
+                code,
+                locale,
+                script,
+            },
             SealedPayload::Seamless { target_uri } => Self::Seamless { target_uri },
         }
     }
@@ -195,7 +227,10 @@ impl Dispatcher {
             .iter()
             .enumerate()
             .filter(|(_, r)| r.matches(method, number))
-            .map(|(route, _)| Step { route, fallback: false })
+            .map(|(route, _)| Step {
+                route,
+                fallback: false,
+            })
             .collect();
         if method == Method::Whatsapp && self.settings.whatsapp_fallback_to_sms {
             steps.extend(
@@ -203,7 +238,10 @@ impl Dispatcher {
                     .iter()
                     .enumerate()
                     .filter(|(_, r)| r.matches(Method::Sms, number))
-                    .map(|(route, _)| Step { route, fallback: true }),
+                    .map(|(route, _)| Step {
+                        route,
+                        fallback: true,
+                    }),
             );
         }
         steps
@@ -234,10 +272,16 @@ pub fn seal(
         .map_err(ApiError::internal)
 }
 
-fn backoff(settings: &DeliverySettings, retries: u32, retry_after: Option<StdDuration>) -> Duration {
+fn backoff(
+    settings: &DeliverySettings,
+    retries: u32,
+    retry_after: Option<StdDuration>,
+) -> Duration {
     let exp = settings.retry_base * 2f64.powi(retries.min(12) as i32);
     let capped = exp.min(Duration::minutes(5));
-    let floor = retry_after.and_then(|d| Duration::try_from(d).ok()).unwrap_or(Duration::ZERO);
+    let floor = retry_after
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or(Duration::ZERO);
     capped.max(floor)
 }
 
@@ -262,8 +306,9 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
         store.finish_job(job.id).await?;
         return Ok(());
     }
-    let sealed: Sealed = serde_json::from_slice(&d.sealer.open(&job.payload).map_err(ApiError::internal)?)
-        .map_err(ApiError::internal)?;
+    let sealed: Sealed =
+        serde_json::from_slice(&d.sealer.open(&job.payload).map_err(ApiError::internal)?)
+            .map_err(ApiError::internal)?;
     let steps = d.plan(v.method, &v.identity);
     let has_callback = state
         .0
@@ -314,7 +359,8 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
                 store
                     .record_attempt(&attempt("submitted".into(), delivery.message_id.clone()))
                     .await?;
-                let sms_delivered = delivery.delivered && message.method == Method::Sms && has_callback;
+                let sms_delivered =
+                    delivery.delivered && message.method == Method::Sms && has_callback;
                 if delivery.call.is_some() || sms_delivered {
                     let events: &[EventKind] = if sms_delivered {
                         &[EventKind::SmsDelivered { successful: true }]
@@ -333,9 +379,14 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
                 tracing::debug!(verification.id = %v.id, route = %route.name, "delivered to channel");
                 return Ok(());
             }
-            Ok(Err(SendError::Retryable { reason, retry_after })) => {
+            Ok(Err(SendError::Retryable {
+                reason,
+                retry_after,
+            })) => {
                 crate::metrics::delivery(route.channel.name(), "retry");
-                store.record_attempt(&attempt(format!("retry: {reason}"), None)).await?;
+                store
+                    .record_attempt(&attempt(format!("retry: {reason}"), None))
+                    .await?;
                 let retries = store
                     .attempts(v.id)
                     .await?
@@ -353,13 +404,17 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
             }
             Ok(Err(SendError::Permanent { reason })) => {
                 crate::metrics::delivery(route.channel.name(), "failed");
-                store.record_attempt(&attempt(format!("failed: {reason}"), None)).await?;
+                store
+                    .record_attempt(&attempt(format!("failed: {reason}"), None))
+                    .await?;
                 tracing::warn!(verification.id = %v.id, route = %route.name, %reason, "route refused the message; failing over");
                 index += 1;
             }
             Ok(Err(SendError::Unreachable { reason })) => {
                 crate::metrics::delivery(route.channel.name(), "unreachable");
-                store.record_attempt(&attempt(format!("unreachable: {reason}"), None)).await?;
+                store
+                    .record_attempt(&attempt(format!("unreachable: {reason}"), None))
+                    .await?;
                 tracing::info!(verification.id = %v.id, route = %route.name, %reason, "recipient unreachable on this channel");
                 if v.method == Method::Whatsapp && !step.fallback {
                     skip_whatsapp = true;
@@ -452,13 +507,23 @@ pub async fn handle_receipt(state: &AppState, receipt: Receipt) -> Result<(), Ap
             outcome: if delivered {
                 "delivered".into()
             } else {
-                format!("undelivered: {}", receipt.detail.clone().unwrap_or_default())
+                format!(
+                    "undelivered: {}",
+                    receipt.detail.clone().unwrap_or_default()
+                )
             },
             at: state.now(),
             ..attempt
         })
         .await?;
-    crate::metrics::delivery(&receipt.channel, if delivered { "delivered" } else { "undelivered" });
+    crate::metrics::delivery(
+        &receipt.channel,
+        if delivered {
+            "delivered"
+        } else {
+            "undelivered"
+        },
+    );
     if !matches!(v.method, Method::Sms | Method::Whatsapp) {
         return Ok(());
     }

@@ -197,7 +197,10 @@ pub async fn start(
     }
 
     if !state.0.dispatcher.has_route(method, &number) {
-        return Err(ApiError::new(ErrorCode::NoRoute, "No route to destination."));
+        return Err(ApiError::new(
+            ErrorCode::NoRoute,
+            "No route to destination.",
+        ));
     }
     let policy = state.policy(app).clone();
     let id = state.with_rng(|rng| VerificationId::random(rng));
@@ -341,7 +344,11 @@ pub async fn start(
             (superseded, Some(job))
         }
         Some(_) => (
-            state.0.store.insert_verification(&verification, &[]).await?,
+            state
+                .0
+                .store
+                .insert_verification(&verification, &[])
+                .await?,
             None,
         ),
     };
@@ -735,7 +742,6 @@ async fn script_test_number(
     }
     Ok(())
 }
-
 
 /// Applies `change` and writes back, re-reading and re-applying if another writer won the
 /// race. `change` returns whether it changed anything.

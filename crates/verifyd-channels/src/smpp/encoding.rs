@@ -227,9 +227,12 @@ mod tests {
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].data_coding, DATA_CODING_GSM7);
         assert!(!parts[0].udhi);
-        assert_eq!(gsm_decode(&parts[0].short_message), "Your code is 123456 [€]");
-        // '[' and '€' take two septets each.
-        assert_eq!(parts[0].short_message.len(), 23 + 2);
+        assert_eq!(
+            gsm_decode(&parts[0].short_message),
+            "Your code is 123456 [€]"
+        );
+        // '[', '€' and ']' take two septets each.
+        assert_eq!(parts[0].short_message.len(), 23 + 3);
     }
 
     #[test]

@@ -23,9 +23,7 @@ pub(crate) struct Pacer {
 impl Pacer {
     /// A pacer allowing at most `tps` submits per second (`None` or 0: no cap).
     pub(crate) fn new(tps: Option<u32>) -> Self {
-        let interval = tps
-            .filter(|&t| t > 0)
-            .map(|t| Duration::from_secs(1) / t);
+        let interval = tps.filter(|&t| t > 0).map(|t| Duration::from_secs(1) / t);
         Self {
             interval,
             next: Mutex::new(Instant::now()),

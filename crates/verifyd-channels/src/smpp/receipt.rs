@@ -2,7 +2,7 @@
 //! normalising message ids so a receipt matches the id `send` returned.
 //!
 //! # Message ids
-//! SMSCs disagree on how they print a message id. Normalisation ([`normalise_id`]) is the same
+//! SMSCs disagree on how they print a message id. Normalisation (`normalise_id`) is the same
 //! pure function at send time and at receipt time, so the two strings compare equal:
 //! - surrounding whitespace is trimmed and ASCII letters are lower-cased (`"A1B2 "` → `"a1b2"`);
 //! - an id made only of decimal digits loses its leading zeros (`"0000012345"` → `"12345"`,
@@ -226,7 +226,10 @@ mod tests {
     fn ids_are_trimmed_lowercased_and_decimal_ids_lose_leading_zeros() {
         let f = MessageIdFormat::Verbatim;
         assert_eq!(normalise_id(" AbC-12 ", f, IdSource::Response), "abc-12");
-        assert_eq!(normalise_id("0000012345", f, IdSource::ReceiptText), "12345");
+        assert_eq!(
+            normalise_id("0000012345", f, IdSource::ReceiptText),
+            "12345"
+        );
         assert_eq!(normalise_id("000", f, IdSource::Response), "0");
         assert_eq!(normalise_id("1A2B", f, IdSource::Response), "1a2b");
     }

@@ -200,5 +200,7 @@ pub async fn routes(
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({ "channels": channels, "routes": routes })))
+    Ok(Json(
+        serde_json::json!({ "channels": channels, "routes": routes }),
+    ))
 }

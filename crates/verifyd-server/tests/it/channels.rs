@@ -26,8 +26,10 @@ struct Mock {
 impl Mock {
     async fn start(answers: Vec<(&str, u16, Value)>) -> (Self, String) {
         let mock = Mock::default();
-        *mock.answers.lock().unwrap() =
-            answers.into_iter().map(|(p, s, b)| (p.to_string(), s, b.to_string())).collect();
+        *mock.answers.lock().unwrap() = answers
+            .into_iter()
+            .map(|(p, s, b)| (p.to_string(), s, b.to_string()))
+            .collect();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = Router::new().fallback(handle).with_state(mock.clone());
@@ -39,12 +41,32 @@ impl Mock {
     }
 }
 
-async fn handle(State(m): State<Mock>, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn handle(
+    State(m): State<Mock>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let path = uri.path().to_string();
-    m.seen.lock().unwrap().push((path.clone(), headers, String::from_utf8_lossy(&body).to_string()));
-    let answer = m.answers.lock().unwrap().iter().find(|(p, _, _)| path.starts_with(p.as_str())).cloned();
+    m.seen.lock().unwrap().push((
+        path.clone(),
+        headers,
+        String::from_utf8_lossy(&body).to_string(),
+    ));
+    let answer = m
+        .answers
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(p, _, _)| path.starts_with(p.as_str()))
+        .cloned();
     match answer {
-        Some((_, status, body)) => (StatusCode::from_u16(status).unwrap(), [("content-type", "application/json")], body).into_response(),
+        Some((_, status, body)) => (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -80,9 +102,22 @@ from = "Verifyd"
 }
 
 async fn attempts(app: &TestApp, id: &str) -> Vec<String> {
-    let v: Value = app.http.get(format!("{}/admin/v1/verifications/{id}/attempts", app.url))
-        .header("authorization", "Bearer adm").send().await.unwrap().json().await.unwrap();
-    v["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap().to_string()).collect()
+    let v: Value = app
+        .http
+        .get(format!("{}/admin/v1/verifications/{id}/attempts", app.url))
+        .header("authorization", "Bearer adm")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap().to_string())
+        .collect()
 }
 
 async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Value {
@@ -119,7 +154,10 @@ async fn whatsapp_sends_the_template_and_its_signed_status_webhook_is_applied() 
     let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["to"], "46700005001");
     assert_eq!(body["template"]["name"], "verification_code");
-    let code = body["template"]["components"][0]["parameters"][0]["text"].as_str().unwrap().to_string();
+    let code = body["template"]["components"][0]["parameters"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(code.len(), 6);
     assert_eq!(attempts(&app, id).await, vec!["submitted"]);
 
@@ -128,8 +166,15 @@ async fn whatsapp_sends_the_template_and_its_signed_status_webhook_is_applied() 
         .send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "1158201444");
-    let r = app.http.get(format!("{}/webhooks/v1/whatsapp/wa?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1", app.url))
-        .send().await.unwrap();
+    let r = app
+        .http
+        .get(format!(
+            "{}/webhooks/v1/whatsapp/wa?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1",
+            app.url
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 403, 40300).await;
 
     // A status webhook: a forged one is refused, the signed one applied.
@@ -140,11 +185,22 @@ async fn whatsapp_sends_the_template_and_its_signed_status_webhook_is_applied() 
     let sign = |secret: &str| {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(status.as_bytes());
-        format!("sha256={}", mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!(
+            "sha256={}",
+            mac.finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
     };
     let post = |sig: String| {
-        app.http.post(format!("{}/webhooks/v1/whatsapp/wa", app.url))
-            .header("x-hub-signature-256", sig).header("content-type", "application/json").body(status.clone()).send()
+        app.http
+            .post(format!("{}/webhooks/v1/whatsapp/wa", app.url))
+            .header("x-hub-signature-256", sig)
+            .header("content-type", "application/json")
+            .body(status.clone())
+            .send()
     };
     assert_error(post(sign("wrong")).await.unwrap(), 401, 40102).await;
     assert_eq!(post(sign("wa-app-secret")).await.unwrap().status(), 200);
@@ -156,7 +212,15 @@ async fn whatsapp_sends_the_template_and_its_signed_status_webhook_is_applied() 
     }
     assert_eq!(attempts(&app, id).await, vec!["submitted", "delivered"]);
     // The code from the template completes the verification.
-    let r: Value = app.report_id(id, json!({"method": "whatsapp", "whatsapp": {"code": code}})).await.json().await.unwrap();
+    let r: Value = app
+        .report_id(
+            id,
+            json!({"method": "whatsapp", "whatsapp": {"code": code}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["status"], "SUCCESSFUL");
 }
 
@@ -176,17 +240,32 @@ async fn twilio_sends_a_form_and_a_signed_undelivered_callback_fails_the_verific
     let v = app.start_ok("sms", "+46700005002").await;
     let id = v["id"].as_str().unwrap();
     let (path, headers, body) = twilio.requests()[0].clone();
-    assert_eq!(path, "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json");
-    let basic = base64::engine::general_purpose::STANDARD.encode("AC0123456789abcdef0123456789abcdef:twilio-token");
+    assert_eq!(
+        path,
+        "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"
+    );
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode("AC0123456789abcdef0123456789abcdef:twilio-token");
     assert_eq!(headers["authorization"], format!("Basic {basic}"));
     let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     assert_eq!(get("To").as_deref(), Some("+46700005002"));
-    assert_eq!(get("From").as_deref(), Some("MyBrand"), "the route's sender");
-    assert_eq!(get("StatusCallback"), Some(format!("{}/webhooks/v1/sms/twilio", app.url)));
+    assert_eq!(
+        get("From").as_deref(),
+        Some("MyBrand"),
+        "the route's sender"
+    );
+    assert_eq!(
+        get("StatusCallback"),
+        Some(format!("{}/webhooks/v1/sms/twilio", app.url))
+    );
 
     // Twilio's status callback, signed over the callback URL and the sorted form.
-    let params = [("MessageSid", "SM0123456789abcdef0123456789abcdef"), ("MessageStatus", "undelivered"), ("ErrorCode", "30003")];
+    let params = [
+        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+    ];
     let url = format!("{}/webhooks/v1/sms/twilio", app.url);
     let mut to_sign = url.clone();
     let mut sorted = params.to_vec();
@@ -199,14 +278,31 @@ async fn twilio_sends_a_form_and_a_signed_undelivered_callback_fails_the_verific
     mac.update(to_sign.as_bytes());
     let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     let form_body = serde_urlencoded::to_string(params).unwrap();
-    let r = app.http.post(&url).header("x-twilio-signature", "forged").header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body.clone()).send().await.unwrap();
+    let r = app
+        .http
+        .post(&url)
+        .header("x-twilio-signature", "forged")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 401, 40102).await;
-    let r = app.http.post(&url).header("x-twilio-signature", signature).header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body).send().await.unwrap();
+    let r = app
+        .http
+        .post(&url)
+        .header("x-twilio-signature", signature)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let s = wait_for_status(&app, id, "ERROR").await;
-    assert_eq!((s["status"].as_str(), s["reason"].as_str()), (Some("ERROR"), Some("SMS delivery failure")));
+    assert_eq!(
+        (s["status"].as_str(), s["reason"].as_str()),
+        (Some("ERROR"), Some("SMS delivery failure"))
+    );
 }
 
 #[tokio::test]
@@ -217,7 +313,12 @@ async fn whatsapp_without_an_account_falls_back_to_sms_through_twilio() {
         json!({"error": {"message": "(#131026) Message undeliverable", "type": "OAuthException", "code": 131026, "fbtrace_id": "x"}}),
     )])
     .await;
-    let (twilio, tw_base) = Mock::start(vec![("/2010-04-01/", 201, json!({"sid": "SM1", "status": "queued"}))]).await;
+    let (twilio, tw_base) = Mock::start(vec![(
+        "/2010-04-01/",
+        201,
+        json!({"sid": "SM1", "status": "queued"}),
+    )])
+    .await;
     let app = TestApp::spawn_with(&format!(
         "{}\n{}\n[[routes]]\nname = \"wa\"\nmethods = [\"whatsapp\"]\nchannel = \"wa\"\n[[routes]]\nname = \"sms\"\nmethods = [\"sms\"]\nchannel = \"twilio\"",
         whatsapp_config(&wa_base),
@@ -231,7 +332,21 @@ async fn whatsapp_without_an_account_falls_back_to_sms_through_twilio() {
     let text = form.iter().find(|(k, _)| k == "Body").unwrap().1.clone();
     let code: String = text.chars().filter(char::is_ascii_digit).collect();
     assert_eq!(code.len(), 6, "{text}");
-    assert_eq!(attempts(&app, id).await, vec!["unreachable: whatsapp: HTTP 400, error 131026 (message undeliverable)".to_string(), "submitted".to_string()]);
-    let r: Value = app.report_id(id, json!({"method": "whatsapp", "whatsapp": {"code": code}})).await.json().await.unwrap();
+    assert_eq!(
+        attempts(&app, id).await,
+        vec![
+            "unreachable: whatsapp: HTTP 400, error 131026 (message undeliverable)".to_string(),
+            "submitted".to_string()
+        ]
+    );
+    let r: Value = app
+        .report_id(
+            id,
+            json!({"method": "whatsapp", "whatsapp": {"code": code}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["status"], "SUCCESSFUL");
 }
