@@ -147,6 +147,14 @@ pub enum SendError {
         /// What happened (no codes, no numbers).
         reason: String,
     },
+    /// The message was handed over but no answer came (a timeout, a dropped connection): the
+    /// provider may or may not have accepted it. Resending risks a duplicate; the caller
+    /// decides (verifyd does not resend, so a user never gets the same SMS twice).
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// What happened.
+        reason: String,
+    },
     /// This channel cannot reach this recipient at all (e.g. the number has no WhatsApp
     /// account): a different channel may (WhatsApp → SMS fallback).
     #[error("recipient unreachable on this channel: {reason}")]

@@ -42,8 +42,7 @@
 //! # At most once
 //! The channel never resends a `submit_sm` whose outcome it does not know. When a `submit_sm`
 //! was written and no `submit_sm_resp` came back (response timeout, connection lost), `send`
-//! returns [`SendError::Retryable`] whose reason starts with `outcome unknown`: the SMSC may
-//! have accepted the message. The caller decides whether a possible duplicate is acceptable;
+//! returns [`SendError::OutcomeUnknown`]: the SMSC may have accepted the message. The caller decides whether a possible duplicate is acceptable;
 //! a late `submit_sm_resp` is logged with its message id. Reasons starting with `not sent`
 //! mean the SMSC cannot have received the message. For a long text, a failure of part 2 or
 //! later says so in the reason: resending resends the parts already accepted.
@@ -491,11 +490,8 @@ impl SubmitFailure {
                 reason: format!("not sent: {reason}{partial}"),
                 retry_after: None,
             },
-            SubmitFailure::Unknown(reason) => SendError::Retryable {
-                reason: format!(
-                    "outcome unknown: {reason}; the SMSC may have accepted the message{partial}"
-                ),
-                retry_after: None,
+            SubmitFailure::Unknown(reason) => SendError::OutcomeUnknown {
+                reason: format!("{reason}; the SMSC may have accepted the message{partial}"),
             },
             SubmitFailure::Throttled {
                 status,

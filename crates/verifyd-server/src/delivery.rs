@@ -11,8 +11,9 @@
 //! Routes are tried in order of preference for the message's method and destination: a
 //! permanent submit error or a timeout moves to the next route, a retryable error retries
 //! the same route with back-off (then moves on), and a WhatsApp route that cannot reach the
-//! recipient falls back to the SMS routes when `whatsapp_fallback_to_sms` is on. Every
-//! attempt is recorded on the verification.
+//! recipient falls back to the SMS routes when `whatsapp_fallback_to_sms` is on. A send
+//! whose outcome is unknown (handed over, no answer) is never repeated. Every attempt is
+//! recorded on the verification.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -401,6 +402,18 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
                 }
                 tracing::warn!(verification.id = %v.id, route = %route.name, %reason, "route keeps failing; failing over");
                 index += 1;
+            }
+            Ok(Err(SendError::OutcomeUnknown { reason })) => {
+                // The provider may have the message: resending could deliver it twice, so
+                // the attempt is recorded and the verification stays as it is (the user can
+                // ask for a new code).
+                crate::metrics::delivery(route.channel.name(), "unknown");
+                store
+                    .record_attempt(&attempt(format!("outcome unknown: {reason}"), None))
+                    .await?;
+                tracing::warn!(verification.id = %v.id, route = %route.name, %reason, "delivery outcome unknown; not resent");
+                store.finish_job(job.id).await?;
+                return Ok(());
             }
             Ok(Err(SendError::Permanent { reason })) => {
                 crate::metrics::delivery(route.channel.name(), "failed");

@@ -16,5 +16,6 @@ mod fraud;
 mod helpers;
 mod receiver;
 mod report;
+mod smpp;
 mod start;
 mod status;
