@@ -47,11 +47,14 @@ pub enum LineType {
 }
 
 /// A valid, possible phone number in E.164 form (`+46700000000`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct PhoneNumber {
     e164: String,
     country_code: u16,
     region: Option<String>,
+    /// Known when parsed here (the metadata lookup is costly, so it is done once); numbers
+    /// rebuilt from storage compute it on demand.
+    line_type: Option<LineType>,
 }
 
 impl PhoneNumber {
@@ -125,10 +128,12 @@ impl PhoneNumber {
             .id()
             .map(|id| id.as_ref().to_string())
             .filter(|r| r != "001");
+        let line_type = Some(line_type_of(&parsed));
         Ok(Self {
             e164: parsed.format().mode(Mode::E164).to_string(),
             country_code: parsed.code().value(),
             region,
+            line_type,
         })
     }
 
@@ -139,6 +144,7 @@ impl PhoneNumber {
             e164,
             country_code,
             region,
+            line_type: None,
         }
     }
 
@@ -159,9 +165,23 @@ impl PhoneNumber {
 
     /// The line type from the numbering plan.
     pub fn line_type(&self) -> LineType {
-        let Ok(parsed) = phonenumber::parse(None, &self.e164) else {
-            return LineType::Other;
-        };
+        if let Some(known) = self.line_type {
+            return known;
+        }
+        match phonenumber::parse(None, &self.e164) {
+            Ok(parsed) => line_type_of(&parsed),
+            Err(_) => LineType::Other,
+        }
+    }
+
+    /// The number masked for logs: country code and last two digits kept (`+46*******00`).
+    pub fn masked(&self) -> String {
+        mask(&self.e164)
+    }
+}
+
+fn line_type_of(parsed: &phonenumber::PhoneNumber) -> LineType {
+    {
         match parsed.number_type(&DATABASE) {
             Type::Mobile => LineType::Mobile,
             Type::FixedLine => LineType::FixedLine,
@@ -172,11 +192,6 @@ impl PhoneNumber {
             Type::Voip => LineType::Voip,
             _ => LineType::Other,
         }
-    }
-
-    /// The number masked for logs: country code and last two digits kept (`+46*******00`).
-    pub fn masked(&self) -> String {
-        mask(&self.e164)
     }
 }
 
@@ -194,6 +209,23 @@ pub fn mask(raw: &str) -> String {
         .enumerate()
         .map(|(i, c)| if i < head || i >= n - 2 { *c } else { '*' })
         .collect()
+}
+
+/// Equality and hashing are by the number (the cached line type does not count).
+impl PartialEq for PhoneNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.e164 == other.e164
+            && self.country_code == other.country_code
+            && self.region == other.region
+    }
+}
+
+impl Eq for PhoneNumber {}
+
+impl std::hash::Hash for PhoneNumber {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.e164.hash(state);
+    }
 }
 
 impl fmt::Display for PhoneNumber {

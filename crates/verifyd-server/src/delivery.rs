@@ -357,8 +357,13 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
         match sent {
             Ok(Ok(delivery)) => {
                 crate::metrics::delivery(route.channel.name(), "sent");
+                // Recorded (and the job finished) in one write, before anything else: a
+                // delivery report can only be matched once the message id is stored.
                 store
-                    .record_attempt(&attempt("submitted".into(), delivery.message_id.clone()))
+                    .complete_job(
+                        job.id,
+                        &attempt("submitted".into(), delivery.message_id.clone()),
+                    )
                     .await?;
                 let sms_delivered =
                     delivery.delivered && message.method == Method::Sms && has_callback;
@@ -376,7 +381,6 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
                     })
                     .await?;
                 }
-                store.finish_job(job.id).await?;
                 tracing::debug!(verification.id = %v.id, route = %route.name, "delivered to channel");
                 return Ok(());
             }

@@ -414,20 +414,6 @@ impl FraudPolicy {
         now: OffsetDateTime,
     ) -> Result<Result<(), (&'static str, ApiError)>, ApiError> {
         let n = number.as_str();
-        if self.wrong_codes_per_day > 0 {
-            let wrong = store
-                .bump_counters(&[wrong_codes_op(app, n, 0)], now)
-                .await?[0];
-            if wrong >= i64::from(self.wrong_codes_per_day) {
-                return Ok(Err((
-                    "wrong_code_budget",
-                    too_quickly(
-                        "Too many wrong codes for this number; try again later.".into(),
-                        Duration::hours(1),
-                    ),
-                )));
-            }
-        }
         if self.min_start_interval > Duration::ZERO
             && let Some(wait) = store
                 .pass_gate(&format!("gate:{app}:{n}"), self.min_start_interval, now)
@@ -441,26 +427,35 @@ impl FraudPolicy {
                 ),
             )));
         }
-        if self.starts_per_hour > 0 || self.starts_per_day > 0 {
-            let counts = store
-                .bump_counters(
-                    &[
-                        CounterOp {
-                            key: format!("starts:h:{app}:{n}"),
-                            amount: 1,
-                            window: Duration::hours(1),
-                            bucket: Duration::minutes(1),
-                        },
-                        CounterOp {
-                            key: format!("starts:d:{app}:{n}"),
-                            amount: 1,
-                            window: Duration::days(1),
-                            bucket: Duration::hours(1),
-                        },
-                    ],
-                    now,
-                )
-                .await?;
+        // One round trip: the wrong-code budget (read) and this start counted per hour / day.
+        let counting = self.starts_per_hour > 0 || self.starts_per_day > 0;
+        let mut ops = vec![wrong_codes_op(app, n, 0)];
+        if counting {
+            ops.push(CounterOp {
+                key: format!("starts:h:{app}:{n}"),
+                amount: 1,
+                window: Duration::hours(1),
+                bucket: Duration::minutes(1),
+            });
+            ops.push(CounterOp {
+                key: format!("starts:d:{app}:{n}"),
+                amount: 1,
+                window: Duration::days(1),
+                bucket: Duration::hours(1),
+            });
+        }
+        let sums = store.bump_counters(&ops, now).await?;
+        if self.wrong_codes_per_day > 0 && sums[0] >= i64::from(self.wrong_codes_per_day) {
+            return Ok(Err((
+                "wrong_code_budget",
+                too_quickly(
+                    "Too many wrong codes for this number; try again later.".into(),
+                    Duration::hours(1),
+                ),
+            )));
+        }
+        if counting {
+            let counts = &sums[1..];
             if self.starts_per_hour > 0 && counts[0] > i64::from(self.starts_per_hour) {
                 return Ok(Err((
                     "starts_per_number_hour",

@@ -736,6 +736,29 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn complete_job(&self, id: i64, a: &DeliveryAttempt) -> StoreResult<()> {
+        retrying("complete_job", || async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            exec(
+                &tx,
+                "INSERT INTO delivery_attempts (verification_id, route, channel, message_id, outcome, at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&a.verification_id.0, &a.route, &a.channel, &a.message_id, &a.outcome, &a.at],
+            )
+            .await?;
+            exec(
+                &tx,
+                "UPDATE delivery_jobs SET state = 'done', payload = NULL WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn retry_job(
         &self,
         id: i64,

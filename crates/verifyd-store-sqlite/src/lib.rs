@@ -391,6 +391,25 @@ fn insert_verification_tx(
     Ok(aborted)
 }
 
+fn insert_attempt(conn: &Connection, a: &DeliveryAttempt) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO delivery_attempts (verification_id, route, channel, message_id, outcome, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            a.verification_id.as_bytes().as_slice(),
+            a.route,
+            a.channel,
+            a.message_id,
+            a.outcome,
+            micros(a.at)
+        ])
+    })
+    .map_err(other)?;
+    Ok(())
+}
+
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryJob> {
     let vid: Vec<u8> = row.get(1)?;
     Ok(DeliveryJob {
@@ -632,6 +651,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn complete_job(&self, id: i64, attempt: &DeliveryAttempt) -> StoreResult<()> {
+        let a = attempt.clone();
+        self.write(move |conn| {
+            insert_attempt(conn, &a)?;
+            conn.prepare_cached(
+                "UPDATE delivery_jobs SET state = 'done', payload = NULL WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute([id]))
+            .map_err(other)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn retry_job(
         &self,
         id: i64,
@@ -651,25 +684,7 @@ impl Store for SqliteStore {
 
     async fn record_attempt(&self, attempt: &DeliveryAttempt) -> StoreResult<()> {
         let a = attempt.clone();
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO delivery_attempts (verification_id, route, channel, message_id, outcome, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    a.verification_id.as_bytes().as_slice(),
-                    a.route,
-                    a.channel,
-                    a.message_id,
-                    a.outcome,
-                    micros(a.at)
-                ])
-            })
-            .map_err(other)?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| insert_attempt(conn, &a)).await
     }
 
     async fn attempt_by_message(

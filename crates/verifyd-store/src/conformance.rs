@@ -1026,7 +1026,20 @@ pub async fn a_job_is_queued_with_the_start_and_leased_to_its_sender(store: Arc<
         .await
         .unwrap();
     assert_eq!((again[0].route_index, again[0].attempts), (1, 3));
-    store.finish_job(job_id).await.unwrap();
+    let done = DeliveryAttempt {
+        verification_id: v.id,
+        route: "r".into(),
+        channel: "c".into(),
+        message_id: Some("m-1".into()),
+        outcome: "submitted".into(),
+        at: later,
+    };
+    store.complete_job(job_id, &done).await.unwrap();
+    assert_eq!(store.attempts(v.id).await.unwrap(), vec![done.clone()]);
+    assert_eq!(
+        store.attempt_by_message("c", "m-1").await.unwrap(),
+        Some(done)
+    );
     assert!(
         store
             .claim_jobs(later + Duration::hours(1), later + Duration::hours(2), 10)

@@ -341,6 +341,9 @@ pub trait Store: Send + Sync + 'static {
     /// Finishes a job (sent, or given up): its payload is erased.
     async fn finish_job(&self, id: i64) -> StoreResult<()>;
 
+    /// Records the attempt that delivered a job and finishes the job, in one transaction.
+    async fn complete_job(&self, id: i64, attempt: &DeliveryAttempt) -> StoreResult<()>;
+
     /// Reschedules a job for `next_attempt_at` on route `route_index`.
     async fn retry_job(
         &self,
