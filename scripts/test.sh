@@ -7,9 +7,14 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+# nginx plays the mobile operator's header-enrichment proxy in the seamless tests.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
+  # The package starts a system nginx on port 80; the tests run their own.
+  pkill -x nginx 2>/dev/null || true
 fi
+export PATH="$PATH:/usr/sbin"
 
 # PostgreSQL on 127.0.0.1:5432 with trust auth (the store conformance suite and the
 # multi-node tests use it); install and start it where the machine does not run one.

@@ -328,6 +328,17 @@ impl Verification {
         self.end_pending(Status::Denied, Some(reason), now)
     }
 
+    /// Ends a live PENDING verification as FAIL without a code comparison (a data
+    /// verification whose network-asserted number differs from the one under verification).
+    /// Returns whether it changed.
+    pub fn fail_now(&mut self, now: OffsetDateTime) -> bool {
+        if !self.is_live(now) {
+            return false;
+        }
+        self.finish(Status::Fail, None, now);
+        true
+    }
+
     /// Records a channel failure on a PENDING verification: ERROR with `reason`.
     pub fn fail_delivery(&mut self, reason: Reason, now: OffsetDateTime) -> bool {
         self.end_pending(Status::Error, Some(reason), now)

@@ -61,6 +61,8 @@ pub struct Config {
     pub channels: ChannelsConfig,
     /// `[http]`.
     pub http: HttpConfig,
+    /// `[seamless]`.
+    pub seamless: SeamlessConfig,
     /// `[fraud]` (defaults for every application).
     pub fraud: FraudConfig,
     /// `[templates.*]`.
@@ -238,6 +240,52 @@ pub struct RouteSpec {
     pub channel: String,
     /// Sender identity.
     pub sender: Option<String>,
+}
+
+/// `[seamless]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeamlessConfig {
+    /// Providers in order.
+    #[serde(default)]
+    pub providers: Vec<SeamlessProviderConfig>,
+}
+
+/// `[[seamless.providers]]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeamlessProviderConfig {
+    /// `dev` or `header_enrichment`.
+    pub kind: String,
+    /// Regions served (empty: all).
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Header carrying the MSISDN.
+    pub msisdn_header: Option<String>,
+    /// CIDRs of the operator's proxies.
+    #[serde(default)]
+    pub operator_proxies: Vec<String>,
+}
+
+/// How a seamless verification is completed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeamlessKind {
+    /// Opening targetUri completes it.
+    Dev,
+    /// A trusted operator proxy asserts the number in a header.
+    HeaderEnrichment {
+        /// The header name.
+        header: String,
+        /// Where it is trusted from.
+        proxies: Vec<ipnet::IpNet>,
+    },
+}
+
+/// A validated seamless provider.
+#[derive(Debug, Clone)]
+pub struct SeamlessProvider {
+    /// What it does.
+    pub kind: SeamlessKind,
+    /// Regions served (empty: all).
+    pub countries: Vec<String>,
 }
 
 /// `[http]`.
@@ -457,6 +505,8 @@ pub struct Settings {
     pub routes: Vec<RouteSpec>,
     /// Real channels to build.
     pub channels: ChannelsConfig,
+    /// Seamless providers in order.
+    pub seamless: Vec<SeamlessProvider>,
     /// Dev inbox sender id.
     pub inbox_sender: String,
     /// Dev inbox ring size.
@@ -673,6 +723,12 @@ impl Config {
                 .map(route_spec)
                 .collect::<anyhow::Result<Vec<_>>>()?,
             channels: self.channels.clone(),
+            seamless: self
+                .seamless
+                .providers
+                .iter()
+                .map(seamless_provider)
+                .collect::<anyhow::Result<Vec<_>>>()?,
             inbox_sender: self.dev_inbox.sender.clone(),
             inbox_capacity: self.dev_inbox.capacity,
             sms_templates: templates(&self.templates.sms, "[templates.sms]")?,
@@ -718,6 +774,41 @@ fn policy(
         flashcall_report_timeout: flash.report_timeout.max(flash.interception_timeout),
         flashcall_deny_call_after: flash.deny_call_after,
         flashcall_dial_timeout: flash.dial_timeout,
+    })
+}
+
+fn cidr(value: &str, label: &str) -> anyhow::Result<ipnet::IpNet> {
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| anyhow::anyhow!("{label}: {value:?} is not a CIDR"))
+}
+
+fn seamless_provider(p: &SeamlessProviderConfig) -> anyhow::Result<SeamlessProvider> {
+    let label = "[[seamless.providers]]";
+    let kind = match p.kind.as_str() {
+        "dev" => SeamlessKind::Dev,
+        "header_enrichment" => {
+            let proxies = p
+                .operator_proxies
+                .iter()
+                .map(|c| cidr(c, label))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if proxies.is_empty() {
+                bail!(
+                    "{label} header_enrichment: operator_proxies must list the operator's proxy addresses"
+                );
+            }
+            SeamlessKind::HeaderEnrichment {
+                header: p.msisdn_header.clone().unwrap_or_else(|| "X-MSISDN".into()),
+                proxies,
+            }
+        }
+        other => bail!("{label}: kind {other:?} (expected dev or header_enrichment)"),
+    };
+    Ok(SeamlessProvider {
+        kind,
+        countries: p.countries.iter().map(|c| c.to_ascii_uppercase()).collect(),
     })
 }
 

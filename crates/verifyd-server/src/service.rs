@@ -22,6 +22,7 @@ use verifyd_store::{DeliveryJob, EventKind, StoreError};
 
 use crate::auth::{AuthKind, Caller};
 use crate::callbacks::{self, Decision, RequestContext};
+use crate::config::{SeamlessKind, SeamlessProvider};
 use crate::error::ApiError;
 use crate::fraud::{self, TestOutcome};
 use crate::state::AppState;
@@ -196,6 +197,9 @@ pub async fn start(
         )));
     }
 
+    if method == Method::Seamless && seamless_provider(state, &number).is_none() {
+        return Err(seamless_unavailable());
+    }
     if !state.0.dispatcher.has_route(method, &number) {
         return Err(ApiError::new(
             ErrorCode::NoRoute,
@@ -1070,6 +1074,8 @@ pub async fn complete_seamless(
     state: &AppState,
     id: &str,
     token: &str,
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
 ) -> Result<StatusResponse, ApiError> {
     let id = VerificationId::parse(id).ok_or_else(ApiError::not_found)?;
     let mut v = state
@@ -1083,13 +1089,64 @@ pub async fn complete_seamless(
     if !v.secret_matches(token, &state.0.hasher) {
         return Err(ApiError::not_found());
     }
+    let provider = seamless_provider(state, &v.identity).ok_or_else(seamless_unavailable)?;
+    // Whether the network asserts this very number (header enrichment), or nothing is
+    // asserted (dev mode: holding the token is enough).
+    let matched = match &provider.kind {
+        SeamlessKind::Dev => true,
+        SeamlessKind::HeaderEnrichment { header, proxies } => {
+            let asserted = headers.get(header.as_str()).and_then(|h| h.to_str().ok());
+            let trusted = proxies.iter().any(|net| net.contains(&peer));
+            match (asserted, trusted) {
+                (Some(msisdn), true) => {
+                    let digits =
+                        |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+                    digits(msisdn) == digits(v.identity.as_str())
+                }
+                (asserted, _) => {
+                    if asserted.is_some() {
+                        tracing::warn!(verification.id = %v.id, %peer, "MSISDN header from an untrusted address ignored");
+                    }
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "Seamless verification needs the mobile operator's network: open the link over mobile data.",
+                    ));
+                }
+            }
+        }
+    };
     let hasher = state.0.hasher.clone();
     update_with_events(state, &mut v, |v, now| {
-        let outcome = v.report(token, Source::Intercepted, &hasher, now).outcome;
-        (outcome.changed(), outcome.finished())
+        if matched {
+            let outcome = v.report(token, Source::Intercepted, &hasher, now).outcome;
+            (outcome.changed(), outcome.finished())
+        } else {
+            let failed = v.fail_now(now);
+            (failed, failed)
+        }
     })
     .await?;
     crate::metrics::finished(&v);
-    tracing::info!(verification.id = %v.id, status = %v.status, "seamless verification completed");
+    tracing::info!(verification.id = %v.id, status = %v.status, number = %v.identity.masked(), "seamless verification completed");
     Ok(status_view(state, &v))
+}
+
+/// The seamless provider that serves a number, if any.
+pub(crate) fn seamless_provider<'a>(
+    state: &'a AppState,
+    number: &PhoneNumber,
+) -> Option<&'a SeamlessProvider> {
+    state.0.settings.seamless.iter().find(|p| {
+        p.countries.is_empty()
+            || number
+                .region()
+                .is_some_and(|r| p.countries.iter().any(|c| c == r))
+    })
+}
+
+fn seamless_unavailable() -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        "Seamless verification not available for given destination.",
+    )
 }

@@ -2,7 +2,9 @@
 //! its own unguessable token).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Query, Request, State};
 use serde::Deserialize;
 use verifyd_api::model::StatusResponse;
 
@@ -23,7 +25,16 @@ pub async fn seamless(
     State(state): State<AppState>,
     SinchPath(id): SinchPath<String>,
     Query(query): Query<SeamlessQuery>,
+    request: Request,
 ) -> Result<Json<StatusResponse>, ApiError> {
     let token = query.token.ok_or_else(ApiError::not_found)?;
-    Ok(Json(service::complete_seamless(&state, &id, &token).await?))
+    // The TCP peer, never X-Forwarded-For: header enrichment trusts only the operator's
+    // proxy connecting directly.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    Ok(Json(
+        service::complete_seamless(&state, &id, &token, peer, request.headers()).await?,
+    ))
 }

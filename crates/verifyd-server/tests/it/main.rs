@@ -16,6 +16,7 @@ mod fraud;
 mod helpers;
 mod receiver;
 mod report;
+mod seamless;
 mod smpp;
 mod start;
 mod status;
