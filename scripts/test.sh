@@ -9,6 +9,12 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 # nginx plays the mobile operator's header-enrichment proxy in the seamless tests.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+# SIP peers (SIPp as carrier/handset, baresip as an answering handset), digit prompts and
+# espeak-ng for the voice tests.
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+[ -f /usr/share/asterisk/sounds/en_US_f_Allison/digits/0.wav ] || need_apt+=(asterisk-core-sounds-en-wav)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
   # The package starts a system nginx on port 80; the tests run their own.

@@ -12,6 +12,7 @@ use verifyd_channels::http_sms::{self, HttpSmsChannel, HttpSmsConfig, Provider};
 use verifyd_channels::smpp::{Sender, SmppChannel, SmppConfig};
 use verifyd_channels::whatsapp::{self, WhatsappChannel, WhatsappConfig};
 use verifyd_channels::{Channel, Receipt, ReceiptSender};
+use verifyd_voice::{SipChannel, SipTransport, SipTrunkConfig};
 
 use crate::config::{HttpSmsChannelConfig, Settings};
 use crate::error::ApiError;
@@ -111,6 +112,44 @@ pub async fn build(
         let callback = format!("{}/webhooks/v1/sms/{}", settings.public_url, c.name);
         let channel = HttpSmsChannel::new(HttpSmsConfig::new(&c.name, http_provider(c, callback)?))
             .map_err(|e| anyhow::anyhow!("[[channels.http_sms]] {:?}: {e}", c.name))?;
+        built.push(Arc::new(channel));
+    }
+    for c in &settings.channels.sip {
+        let label = format!("[[channels.sip]] {:?}", c.name);
+        let mut config = SipTrunkConfig::new(&c.name, &c.proxy, &c.from_domain);
+        config.transport = match c.transport.as_deref() {
+            None | Some("udp") => SipTransport::Udp,
+            Some("tcp") => SipTransport::Tcp,
+            Some(other) => bail!("{label}: transport {other:?} (expected udp or tcp)"),
+        };
+        if let Some(bind) = &c.bind {
+            config.bind = bind
+                .parse()
+                .with_context(|| format!("{label}: bind {bind:?}"))?;
+        }
+        config.auth_user.clone_from(&c.auth_user);
+        config.auth_password.clone_from(&c.auth_password);
+        if let Some(n) = c.max_concurrent_calls {
+            config.max_concurrent_calls = n.max(1);
+        }
+        if c.calls_per_second.is_some() {
+            config.calls_per_second = c.calls_per_second;
+        }
+        if let Some(p) = c.privacy {
+            config.privacy = p;
+        }
+        if let Some(ip) = &c.media_ip {
+            config.media_ip = ip
+                .parse()
+                .with_context(|| format!("{label}: media_ip {ip:?}"))?;
+        }
+        if let Some(dir) = &c.prompts_dir {
+            config.prompts_dir = Some(dir.into());
+        }
+        config.callout_cli.clone_from(&c.callout_cli);
+        let channel = SipChannel::start(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
         built.push(Arc::new(channel));
     }
     for c in &settings.channels.smpp {

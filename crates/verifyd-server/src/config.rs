@@ -114,6 +114,40 @@ pub struct ChannelsConfig {
     /// `[[channels.smpp]]`.
     #[serde(default)]
     pub smpp: Vec<SmppChannelConfig>,
+    /// `[[channels.sip]]`.
+    #[serde(default)]
+    pub sip: Vec<SipChannelConfig>,
+}
+
+/// `[[channels.sip]]`: a SIP trunk for flash calls and callouts.
+#[derive(Clone, Deserialize)]
+pub struct SipChannelConfig {
+    /// Channel name.
+    pub name: String,
+    /// The trunk's SBC or proxy, `host:port`.
+    pub proxy: String,
+    /// `udp` (default) or `tcp`.
+    pub transport: Option<String>,
+    /// Domain in From / P-Asserted-Identity.
+    pub from_domain: String,
+    /// Local SIP address to bind (default 0.0.0.0:5060).
+    pub bind: Option<String>,
+    /// Digest user.
+    pub auth_user: Option<String>,
+    /// Digest password.
+    pub auth_password: Option<String>,
+    /// Calls at once on this trunk.
+    pub max_concurrent_calls: Option<usize>,
+    /// New calls per second.
+    pub calls_per_second: Option<u32>,
+    /// Send P-Asserted-Identity and `Privacy: none`.
+    pub privacy: Option<bool>,
+    /// Media (RTP) address advertised in SDP.
+    pub media_ip: Option<String>,
+    /// Directory of digit prompts (8 kHz WAV).
+    pub prompts_dir: Option<String>,
+    /// Caller id for callouts.
+    pub callout_cli: Option<String>,
 }
 
 /// `[[channels.whatsapp]]`: the WhatsApp Cloud API.
@@ -204,6 +238,7 @@ macro_rules! redacted_debug {
 redacted_debug!(WhatsappChannelConfig, name, phone_number_id, template_name);
 redacted_debug!(HttpSmsChannelConfig, name, provider, base_url);
 redacted_debug!(SmppChannelConfig, name, url, system_id);
+redacted_debug!(SipChannelConfig, name, proxy, from_domain);
 
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize)]

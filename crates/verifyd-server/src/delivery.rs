@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use time::Duration;
 use tokio::task::JoinSet;
 use verifyd_channels::{Channel, OutboundMessage, Payload, Receipt, ReceiptStatus, SendError};
-use verifyd_core::{Method, PhoneNumber, Reason, Status, Verification};
+use verifyd_core::{CallInfo, CallResult, Method, PhoneNumber, Reason, Status, Verification};
 use verifyd_store::{DeliveryAttempt, DeliveryJob, EventKind};
 
 use crate::error::ApiError;
@@ -319,6 +319,7 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
         .is_some_and(|a| a.app.callback_url.is_some());
     let mut index = job.route_index as usize;
     let mut skip_whatsapp = false;
+    let mut last_call = None;
     while let Some(step) = steps.get(index).copied() {
         if skip_whatsapp && !step.fallback {
             index += 1;
@@ -420,6 +421,16 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
                 return Ok(());
             }
             Ok(Err(SendError::Permanent { reason })) => {
+                if v.method.is_call() {
+                    // Voice channels say how the call ended: busy, no answer, failed.
+                    last_call = Some(if reason.starts_with("busy") {
+                        CallResult::Busy
+                    } else if reason.starts_with("no answer") {
+                        CallResult::NoAnswer
+                    } else {
+                        CallResult::Failed
+                    });
+                }
                 crate::metrics::delivery(route.channel.name(), "failed");
                 store
                     .record_attempt(&attempt(format!("failed: {reason}"), None))
@@ -462,6 +473,14 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
     };
     tracing::warn!(verification.id = %v.id, "no route delivered the message");
     crate::service::update_verification_with(state, &mut v, &[EventKind::Result], |v, now| {
+        if let Some(result) = last_call {
+            v.record_call(CallInfo {
+                result: Some(result),
+                complete: true,
+                billable_duration: 0,
+                termination_price: None,
+            });
+        }
         v.fail_delivery(reason, now)
     })
     .await?;

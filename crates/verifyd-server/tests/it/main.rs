@@ -17,6 +17,7 @@ mod helpers;
 mod receiver;
 mod report;
 mod seamless;
+mod sip;
 mod smpp;
 mod start;
 mod status;

@@ -1,0 +1,904 @@
+//! `SipChannel` against real SIP peers on loopback: SIPp (Debian `sip-tester`) playing the
+//! handset in the flash-call and failure scenarios of `e2e/sip/*.xml`, and baresip
+//! (Debian `baresip-core`) auto-answering callouts and recording what it hears, checked by
+//! template matching against the digit prompts (channels.md §2.7).
+//!
+//! A missing peer fails the test with the install line; nothing is skipped.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+#![allow(clippy::expect_used, reason = "tests fail loudly on unexpected errors")]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use verifyd_channels::{Channel, Delivery, OutboundMessage, Payload, SendError};
+use verifyd_core::{CallResult, Method, PhoneNumber};
+use verifyd_voice::g711::Law;
+use verifyd_voice::{SipChannel, SipTrunkConfig, wav};
+
+const INSTALL: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+                       sip-tester baresip-core asterisk-core-sounds-en-wav espeak-ng";
+const PROMPTS: &str = "/usr/share/asterisk/sounds/en_US_f_Allison";
+const CLI: &str = "+4930123456789";
+const TO: &str = "+46700000001";
+
+fn e2e() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sip")
+}
+
+/// Fails (does not skip) when a peer is not installed.
+fn need(binary: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
+        .unwrap_or(false);
+    assert!(found, "`{binary}` is not installed; run: {INSTALL}");
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn trunk(port: u16) -> SipTrunkConfig {
+    let mut config = SipTrunkConfig::new("sip:test", format!("127.0.0.1:{port}"), "verify.example");
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.prompts_dir = None;
+    config.calls_per_second = None;
+    config
+}
+
+fn message(method: Method, payload: Payload) -> OutboundMessage {
+    OutboundMessage {
+        verification_id: "3f2c9a52-1d8e-4c1b-9a57-0d6c1e0b7a11".into(),
+        app: "app".into(),
+        method,
+        to: PhoneNumber::parse(TO).unwrap(),
+        payload,
+        sender: None,
+        created_at: OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
+fn flash(cli: &str, dial_timeout: u32) -> OutboundMessage {
+    message(
+        Method::Flashcall,
+        Payload::FlashCall {
+            cli: cli.into(),
+            dial_timeout,
+        },
+    )
+}
+
+fn callout(code: &str, locale: &str) -> OutboundMessage {
+    message(
+        Method::Callout,
+        Payload::Callout {
+            code: code.into(),
+            locale: locale.into(),
+            script: String::new(),
+        },
+    )
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// CPU time this thread has used, from `/proc/thread-self/schedstat` (nanoseconds, user and
+/// system together). `#[tokio::test]` runs the runtime and every spawned task on the test's
+/// own thread, so this is the channel's cost and nothing else's.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+// ---------------------------------------------------------------------------------------
+// SIPp
+
+/// One SIP message from SIPp's `-trace_msg` file.
+#[derive(Debug)]
+struct Traced {
+    /// Unix time SIPp sent or received it.
+    at: f64,
+    /// `INVITE`, `CANCEL`, `100`, `487`, …
+    kind: String,
+    text: String,
+}
+
+impl Traced {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.text.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    fn branch(&self) -> String {
+        let via = self.header("Via").unwrap();
+        via.split(';')
+            .find_map(|p| p.trim().strip_prefix("branch="))
+            .unwrap()
+            .to_string()
+    }
+}
+
+struct SippRun {
+    success: bool,
+    log: String,
+    messages: Vec<Traced>,
+}
+
+impl SippRun {
+    fn kinds(&self) -> Vec<&str> {
+        self.messages.iter().map(|m| m.kind.as_str()).collect()
+    }
+
+    fn first(&self, kind: &str) -> &Traced {
+        self.messages
+            .iter()
+            .find(|m| m.kind == kind)
+            .unwrap_or_else(|| panic!("SIPp saw no {kind}: {:?}", self.kinds()))
+    }
+}
+
+/// Parses SIPp's message trace: each message follows a line of dashes, a date, a time and
+/// the Unix time, then "UDP message sent|received …".
+fn parse_trace(trace: &str) -> Vec<Traced> {
+    let mut out = Vec::new();
+    for block in trace
+        .split("----------------------------------------------- ")
+        .skip(1)
+    {
+        let mut lines = block.lines();
+        // SIPp prints local time; it runs with TZ=UTC.
+        let stamp = lines.next().unwrap_or_default().trim();
+        let at = time::PrimitiveDateTime::parse(
+            stamp,
+            time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]"
+            ),
+        )
+        .map(|t| {
+            let t = t.assume_utc();
+            t.unix_timestamp() as f64 + f64::from(t.nanosecond()) / 1e9
+        })
+        .unwrap_or_else(|e| panic!("SIPp time {stamp:?}: {e}"));
+        let text: String = lines
+            .skip_while(|l| !l.trim().is_empty())
+            .skip_while(|l| l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let first = text.lines().next().unwrap_or_default();
+        let kind = match first.strip_prefix("SIP/2.0 ") {
+            Some(status) => status.split_whitespace().next().unwrap_or_default(),
+            None => first.split_whitespace().next().unwrap_or_default(),
+        };
+        if !kind.is_empty() {
+            out.push(Traced {
+                at,
+                kind: kind.to_string(),
+                text: text.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// SIPp as the far end, running one call of `scenario` and exiting.
+struct Sipp {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Sipp {
+    async fn start(scenario: &str) -> Self {
+        Self::start_with(scenario, &[]).await
+    }
+
+    /// `extra` arguments go last (`-m 2` overrides the default `-m 1`).
+    async fn start_with(scenario: &str, extra: &[&str]) -> Self {
+        need("sipp");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_udp_port();
+        let media_port = free_udp_port();
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(e2e().join(scenario))
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mp", &media_port.to_string()])
+            .args(["-m", "1", "-timeout", "20s", "-nostdin"])
+            .arg("-trace_logs")
+            .arg("-log_file")
+            .arg(dir.path().join("logs.log"))
+            .arg("-trace_msg")
+            .arg("-message_file")
+            .arg(dir.path().join("messages.log"))
+            .arg("-trace_err")
+            .arg("-error_file")
+            .arg(dir.path().join("errors.log"))
+            .args(extra)
+            .current_dir(dir.path())
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run sipp: {e}; run: {INSTALL}"));
+        // Ready once it holds its port.
+        for _ in 0..250 {
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+                || std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Sipp { child, dir, port }
+    }
+
+    /// Waits for SIPp to finish its call and reads its traces.
+    async fn finish(mut self) -> SippRun {
+        let status = tokio::time::timeout(Duration::from_secs(25), self.child.wait())
+            .await
+            .expect("SIPp did not finish")
+            .unwrap();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let run = SippRun {
+            success: status.success(),
+            log: read("logs.log"),
+            messages: parse_trace(&read("messages.log")),
+        };
+        if !run.success {
+            eprintln!(
+                "SIPp errors:\n{}\nmessages: {:?}",
+                read("errors.log"),
+                run.kinds()
+            );
+            if std::env::var_os("SIPP_DUMP").is_some() {
+                eprintln!("{}", read("messages.log"));
+            }
+        }
+        run
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Flash calls
+
+#[tokio::test]
+async fn flash_call_presents_the_cli_and_cancels_on_ringing() {
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let port = sipp.port;
+    let channel = SipChannel::start(trunk(port)).await.unwrap();
+
+    let sent_at = now_epoch();
+    let delivery = channel.send(&flash(CLI, 10)).await.unwrap();
+    let returned_at = now_epoch();
+    let run = sipp.finish().await;
+
+    let call_id = delivery.message_id.clone().unwrap();
+    let call = delivery.call.clone().unwrap();
+    assert_eq!(call.result, Some(CallResult::Cancel));
+    assert!(call.complete);
+    assert_eq!(call.billable_duration, 0);
+    assert!(delivery.delivered);
+
+    assert!(run.success, "SIPp scenario failed: {:?}", run.kinds());
+    let digits = CLI.trim_start_matches('+');
+    assert!(
+        run.log.contains(&format!(
+            "from_user=+{digits} pai_user=+{digits} call_id={call_id}"
+        )),
+        "SIPp log: {}",
+        run.log
+    );
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
+    );
+
+    let invite = run.first("INVITE");
+    assert!(
+        invite
+            .text
+            .starts_with(&format!("INVITE sip:{TO}@127.0.0.1:{} SIP/2.0", port))
+    );
+    assert_eq!(
+        invite.header("From").unwrap().split(';').next(),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+    assert_eq!(
+        invite.header("P-Asserted-Identity"),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+    assert_eq!(invite.header("Privacy"), Some("none"));
+    assert_eq!(invite.header("Content-Type"), Some("application/sdp"));
+    assert!(invite.text.contains("m=audio "));
+    // RFC 3261 §9.1: the CANCEL and the ACK for the 487 reuse the INVITE's branch.
+    assert_eq!(run.first("CANCEL").branch(), invite.branch());
+    assert_eq!(run.first("ACK").branch(), invite.branch());
+    assert_eq!(
+        run.first("CANCEL")
+            .header("CSeq")
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        invite.header("CSeq").unwrap().split_whitespace().next()
+    );
+
+    let invite_after = (invite.at - sent_at) * 1000.0;
+    let cancel_after = (run.first("CANCEL").at - sent_at) * 1000.0;
+    let cancel_after_ringing = (run.first("CANCEL").at - run.first("180").at) * 1000.0;
+    println!(
+        "flash call timing: send() → INVITE on the wire {invite_after:.1} ms, → CANCEL \
+         {cancel_after:.1} ms (180 → CANCEL {cancel_after_ringing:.1} ms), send() returned \
+         after {:.1} ms",
+        (returned_at - sent_at) * 1000.0
+    );
+    assert!(cancel_after < 2000.0, "the CANCEL took {cancel_after} ms");
+}
+
+#[tokio::test]
+async fn flash_call_to_a_busy_handset_is_a_busy_error() {
+    let sipp = Sipp::start("uas_busy.xml").await;
+    let channel = SipChannel::start(trunk(sipp.port)).await.unwrap();
+
+    let error = channel.send(&flash(CLI, 10)).await.unwrap_err();
+    let run = sipp.finish().await;
+
+    let SendError::Permanent { reason } = error else {
+        panic!("expected a permanent error, got {error:?}");
+    };
+    assert!(reason.starts_with("busy"), "{reason}");
+    assert!(reason.contains("486"), "{reason}");
+    assert!(run.success, "{:?}", run.kinds());
+    assert_eq!(run.kinds(), ["INVITE", "100", "486", "ACK"]);
+}
+
+#[tokio::test]
+async fn flash_call_that_never_rings_is_cancelled_as_no_answer() {
+    let sipp = Sipp::start("uas_no_answer.xml").await;
+    let channel = SipChannel::start(trunk(sipp.port)).await.unwrap();
+
+    let started = tokio::time::Instant::now();
+    let error = channel.send(&flash(CLI, 1)).await.unwrap_err();
+    let took = started.elapsed();
+    let run = sipp.finish().await;
+
+    let SendError::Permanent { reason } = error else {
+        panic!("expected a permanent error, got {error:?}");
+    };
+    assert!(reason.starts_with("no answer"), "{reason}");
+    assert!(run.success, "{:?}", run.kinds());
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "CANCEL", "200", "487", "ACK"]
+    );
+    let ring = run.first("CANCEL").at - run.first("INVITE").at;
+    assert!(
+        (0.95..1.5).contains(&ring),
+        "CANCEL {ring} s after the INVITE"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[tokio::test]
+async fn flash_call_answered_across_the_cancel_is_hung_up_and_billed() {
+    let sipp = Sipp::start("uas_answer_race.xml").await;
+    let channel = SipChannel::start(trunk(sipp.port)).await.unwrap();
+
+    let delivery = channel.send(&flash(CLI, 10)).await.unwrap();
+    let run = sipp.finish().await;
+
+    let call = delivery.call.unwrap();
+    assert_eq!(call.result, Some(CallResult::Answered));
+    assert!(call.complete);
+    assert!(call.billable_duration >= 1);
+    assert!(run.success, "{:?}", run.kinds());
+    assert_eq!(
+        run.kinds(),
+        [
+            "INVITE", "100", "180", "CANCEL", "200", "200", "ACK", "BYE", "200"
+        ]
+    );
+    // The 200 to the CANCEL went first, then the 200 to the INVITE.
+    assert_eq!(
+        run.messages[5]
+            .header("CSeq")
+            .unwrap()
+            .split_whitespace()
+            .nth(1),
+        Some("INVITE")
+    );
+    // The ACK of a 2xx is a new transaction; the BYE is in the dialog the 2xx made.
+    assert_ne!(run.first("ACK").branch(), run.first("INVITE").branch());
+    assert!(run.first("BYE").header("To").unwrap().contains("tag="));
+}
+
+// ---------------------------------------------------------------------------------------
+// Callouts
+
+#[tokio::test]
+async fn callout_nobody_answers_is_cancelled_as_no_answer() {
+    // uas_flash.xml rings and waits for a CANCEL: a callout does not cancel on ringing,
+    // only when its dial timeout passes.
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let mut config = trunk(sipp.port);
+    config.dial_timeout = Duration::from_millis(1500);
+    let channel = SipChannel::start(config).await.unwrap();
+
+    let error = channel.send(&callout("4818", "en-US")).await.unwrap_err();
+    let run = sipp.finish().await;
+
+    let SendError::Permanent { reason } = error else {
+        panic!("expected a permanent error, got {error:?}");
+    };
+    assert!(reason.starts_with("no answer"), "{reason}");
+    assert!(run.success, "{:?}", run.kinds());
+    let ring = run.first("CANCEL").at - run.first("INVITE").at;
+    assert!(
+        (1.4..2.0).contains(&ring),
+        "CANCEL {ring} s after the INVITE"
+    );
+    let invite = run.first("INVITE");
+    assert!(invite.text.contains("m=audio "));
+    assert!(invite.text.contains(" RTP/AVP 0 8 101"));
+    assert!(invite.text.contains("a=sendrecv"));
+    assert!(invite.text.contains("a=ptime:20"));
+}
+
+#[tokio::test]
+async fn callout_to_a_busy_handset_is_a_busy_error() {
+    let sipp = Sipp::start("uas_busy.xml").await;
+    let channel = SipChannel::start(trunk(sipp.port)).await.unwrap();
+    let error = channel.send(&callout("4818", "en-US")).await.unwrap_err();
+    assert!(sipp.finish().await.success);
+    assert!(
+        matches!(&error, SendError::Permanent { reason } if reason.starts_with("busy")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn callout_the_callee_hangs_up_is_answered_but_not_delivered() {
+    let sipp = Sipp::start("uas_answer_hangup.xml").await;
+    let mut config = trunk(sipp.port);
+    config.prompts_dir = Some(PROMPTS.into());
+    let channel = SipChannel::start(config).await.unwrap();
+
+    let started = tokio::time::Instant::now();
+    let delivery = channel.send(&callout("4818", "en-US")).await.unwrap();
+    let took = started.elapsed();
+    let run = sipp.finish().await;
+
+    let call = delivery.call.unwrap();
+    assert_eq!(call.result, Some(CallResult::Answered));
+    assert!(call.complete);
+    assert!(!delivery.delivered);
+    assert!(
+        (1..=2).contains(&call.billable_duration),
+        "{}",
+        call.billable_duration
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(run.success, "{:?}", run.kinds());
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "200", "ACK", "BYE", "200"]
+    );
+}
+
+#[tokio::test]
+async fn a_send_dropped_while_ringing_cancels_the_call() {
+    // The caller gives up (its own timeout) while the phone rings: the INVITE must not be
+    // left ringing. uas_flash.xml rings and expects the CANCEL.
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let mut config = trunk(sipp.port);
+    config.prompts_dir = Some(PROMPTS.into());
+    let channel = SipChannel::start(config).await.unwrap();
+
+    let message = callout("4818", "en-US");
+    let send = channel.send(&message);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), send)
+            .await
+            .is_err()
+    );
+    let run = sipp.finish().await;
+    assert!(run.success, "{:?}", run.kinds());
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
+    );
+}
+
+#[tokio::test]
+async fn flash_calls_over_tcp_work_the_same() {
+    let sipp = Sipp::start_with("uas_flash.xml", &["-t", "t1"]).await;
+    let mut config = trunk(sipp.port);
+    config.transport = verifyd_voice::SipTransport::Tcp;
+    let channel = SipChannel::start(config).await.unwrap();
+
+    let delivery = channel.send(&flash(CLI, 10)).await.unwrap();
+    let run = sipp.finish().await;
+    assert_eq!(delivery.call.unwrap().result, Some(CallResult::Cancel));
+    assert!(run.success, "{:?}", run.kinds());
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
+    );
+    assert!(
+        run.first("INVITE")
+            .header("Via")
+            .unwrap()
+            .starts_with("SIP/2.0/TCP")
+    );
+}
+
+#[tokio::test]
+async fn one_call_slot_makes_the_second_call_wait_for_the_first() {
+    // Two unanswered flash calls (1 s each) through one slot: the second INVITE goes out
+    // when the first call is over.
+    let sipp = Sipp::start_with("uas_no_answer.xml", &["-m", "2"]).await;
+    let mut config = trunk(sipp.port);
+    config.max_concurrent_calls = 1;
+    let channel = SipChannel::start(config).await.unwrap();
+
+    let first = flash(CLI, 1);
+    let second = flash(CLI, 1);
+    let (a, b) = tokio::join!(channel.send(&first), channel.send(&second));
+    assert!(a.is_err() && b.is_err());
+    let run = sipp.finish().await;
+    let invites: Vec<f64> = run
+        .messages
+        .iter()
+        .filter(|m| m.kind == "INVITE")
+        .map(|m| m.at)
+        .collect();
+    let acks: Vec<f64> = run
+        .messages
+        .iter()
+        .filter(|m| m.kind == "ACK")
+        .map(|m| m.at)
+        .collect();
+    assert_eq!(invites.len(), 2);
+    assert!(
+        invites[1] >= acks[0],
+        "second INVITE before the first call ended"
+    );
+    assert!(invites[1] - invites[0] >= 0.95, "{:?}", invites);
+}
+
+#[tokio::test]
+async fn calls_per_second_spaces_the_invites() {
+    let sipp = Sipp::start_with("uas_flash.xml", &["-m", "3"]).await;
+    let mut config = trunk(sipp.port);
+    config.calls_per_second = Some(4);
+    let channel = SipChannel::start(config).await.unwrap();
+
+    let messages = [flash(CLI, 10), flash(CLI, 10), flash(CLI, 10)];
+    let (a, b, c) = tokio::join!(
+        channel.send(&messages[0]),
+        channel.send(&messages[1]),
+        channel.send(&messages[2])
+    );
+    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+    let run = sipp.finish().await;
+    assert!(run.success);
+    let invites: Vec<f64> = run
+        .messages
+        .iter()
+        .filter(|m| m.kind == "INVITE")
+        .map(|m| m.at)
+        .collect();
+    assert_eq!(invites.len(), 3);
+    for pair in invites.windows(2) {
+        assert!(pair[1] - pair[0] >= 0.24, "INVITEs at {invites:?}");
+    }
+}
+
+/// baresip as an auto-answering handset that records what it receives.
+struct Handset {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handset {
+    async fn start(codec: &str) -> Self {
+        need("baresip");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_udp_port();
+        // An even RTP range per handset, so parallel tests do not collide.
+        let rtp = 20000 + 2 * (u32::from(free_udp_port()) % 20000);
+        let fill = |template: &str| {
+            std::fs::read_to_string(e2e().join("baresip").join(template))
+                .unwrap()
+                .replace("@SIP_PORT@", &port.to_string())
+                .replace("@RTP_PORTS@", &format!("{rtp}-{}", rtp + 20))
+                .replace("@DIR@", &dir.path().display().to_string())
+                .replace("@CODEC@", codec)
+                .replace("@USER@", TO)
+        };
+        std::fs::write(dir.path().join("config"), fill("config")).unwrap();
+        std::fs::write(dir.path().join("accounts"), fill("accounts")).unwrap();
+        std::fs::write(dir.path().join("silence.wav"), silence_wav(30)).unwrap();
+        std::fs::create_dir(dir.path().join("rec")).unwrap();
+
+        let mut child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir.path())
+            .args(["-t", "60"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run baresip: {e}; run: {INSTALL}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let stdout = child.stdout.take().unwrap();
+        let lines = output.clone();
+        tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if line.contains("baresip is ready") {
+                    ready.take().map(|tx| tx.send(()));
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("baresip did not start")
+            .unwrap();
+        Handset {
+            child,
+            dir,
+            port,
+            output,
+        }
+    }
+
+    /// The decoded audio baresip received, once it has closed the recording.
+    async fn recording(&self) -> Vec<i16> {
+        let rec = self.dir.path().join("rec");
+        let mut last_size = 0;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some(file) = std::fs::read_dir(&rec)
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            else {
+                continue;
+            };
+            let size = std::fs::metadata(&file).unwrap().len();
+            let closed = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("terminated"));
+            if size > 44 && size == last_size && closed {
+                let pcm = wav::parse(&std::fs::read(&file).unwrap()).unwrap();
+                assert_eq!(pcm.rate, 8000);
+                return pcm.samples;
+            }
+            last_size = size;
+        }
+        panic!(
+            "baresip wrote no recording; its output:\n{}",
+            self.output.lock().unwrap().join("\n")
+        );
+    }
+}
+
+impl Drop for Handset {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// `seconds` of 8 kHz mono 16-bit silence as a WAV file.
+fn silence_wav(seconds: u32) -> Vec<u8> {
+    let data = 8000 * 2 * seconds;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&8000u32.to_le_bytes());
+    out.extend_from_slice(&16000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    out.resize(out.len() + data as usize, 0);
+    out
+}
+
+/// Finds the digit clips in a recording (channels.md §2.7): every loud 10 ms window of a
+/// clip, G.711 round-tripped, is looked up bit-exactly in the recording; a clip occurs where
+/// enough of its windows line up at the same start. Returns the digits in time order.
+fn heard_digits(recording: &[i16], clips: &[Vec<i16>], law: Law) -> String {
+    const WINDOW: usize = 80;
+    const LOUD: u16 = 1000;
+    let loud = |w: &[i16]| w.iter().any(|s| s.unsigned_abs() >= LOUD);
+    let mut index: HashMap<&[i16], Vec<usize>> = HashMap::new();
+    for (pos, w) in recording.windows(WINDOW).enumerate() {
+        if loud(w) {
+            index.entry(w).or_default().push(pos);
+        }
+    }
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for (digit, clip) in clips.iter().enumerate() {
+        let heard: Vec<i16> = clip.iter().map(|&s| law.decode(law.encode(s))).collect();
+        let windows: Vec<(usize, &[i16])> = heard
+            .chunks_exact(WINDOW)
+            .enumerate()
+            .map(|(k, w)| (k * WINDOW, w))
+            .filter(|(_, w)| loud(w))
+            .collect();
+        let mut starts: HashMap<usize, usize> = HashMap::new();
+        for (offset, w) in &windows {
+            for &pos in index.get(w).into_iter().flatten() {
+                if let Some(start) = pos.checked_sub(*offset) {
+                    *starts.entry(start).or_default() += 1;
+                }
+            }
+        }
+        let needed = (windows.len() / 3).max(3);
+        for (start, hits) in starts {
+            if hits >= needed {
+                found.push((start, digit));
+            }
+        }
+    }
+    found.sort();
+    found
+        .iter()
+        .map(|(_, d)| char::from(b'0' + *d as u8))
+        .collect()
+}
+
+fn read_clip(path: &Path) -> Vec<i16> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| {
+        panic!("{}: {e}; run: {INSTALL}", path.display());
+    });
+    wav::parse(&bytes).unwrap().samples
+}
+
+/// Runs one callout to a fresh handset and returns what it returned, what was heard, and
+/// the CPU and wall time `send` took.
+async fn call_handset(
+    codec: &str,
+    config: impl FnOnce(&mut SipTrunkConfig),
+    message: OutboundMessage,
+) -> (Result<Delivery, SendError>, Vec<i16>, Duration, Duration) {
+    need("espeak-ng");
+    let handset = Handset::start(codec).await;
+    let mut trunk = trunk(handset.port);
+    config(&mut trunk);
+    let channel = SipChannel::start(trunk).await.unwrap();
+
+    let cpu = thread_cpu();
+    let started = tokio::time::Instant::now();
+    let result = channel.send(&message).await;
+    let wall = started.elapsed();
+    let cpu = thread_cpu() - cpu;
+    let recording = handset.recording().await;
+    (result, recording, cpu, wall)
+}
+
+#[tokio::test]
+async fn callout_speaks_the_code_twice_to_a_handset() {
+    let code = "4818";
+    let (result, recording, cpu, wall) = call_handset(
+        "pcmu",
+        |c| c.prompts_dir = Some(PROMPTS.into()),
+        callout(code, "en-US"),
+    )
+    .await;
+
+    let delivery = result.unwrap();
+    let call = delivery.call.unwrap();
+    assert_eq!(call.result, Some(CallResult::Completed));
+    assert!(call.complete);
+    assert!(delivery.delivered);
+    assert!(delivery.message_id.is_some());
+
+    let clips: Vec<Vec<i16>> = (0..10)
+        .map(|d| read_clip(&Path::new(PROMPTS).join(format!("digits/{d}.wav"))))
+        .collect();
+    let heard = heard_digits(&recording, &clips, Law::Mu);
+    assert_eq!(heard, code.repeat(2), "the handset heard {heard:?}");
+    assert!(heard.matches(code).count() >= 2);
+
+    // About 1 s of silence comes first.
+    let first_sound = recording
+        .iter()
+        .position(|s| s.unsigned_abs() > 200)
+        .unwrap();
+    assert!(first_sound >= 7000, "sound after {first_sound} samples");
+    let audio = recording.len() as f64 / 8000.0;
+    assert!(
+        (call.billable_duration as f64 - audio).abs() <= 1.5,
+        "billed {} s for {audio:.1} s of audio",
+        call.billable_duration
+    );
+    println!(
+        "callout CPU: {:.1} ms user+sys for {:.2} s of call ({audio:.2} s recorded) = {:.3} \
+         CPU-seconds per minute of audio",
+        cpu.as_secs_f64() * 1000.0,
+        wall.as_secs_f64(),
+        cpu.as_secs_f64() / audio * 60.0
+    );
+}
+
+/// What `espeak-ng` says for `text` in `voice`, processed the way the channel processes it
+/// (8 kHz, silence trimmed): the clips the channel plays for a locale without recordings.
+async fn espeak_clip(voice: &str, text: &str) -> Vec<i16> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new("espeak-ng")
+        .args(["-v", voice, "-s", "150", "--stdout", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{text}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    wav::parse(&out.stdout)
+        .unwrap()
+        .resample(8000)
+        .trim(200, 160)
+        .samples
+}
+
+#[tokio::test]
+async fn callout_in_a_locale_without_recordings_speaks_with_espeak_over_pcma() {
+    let code = "2907";
+    let (result, recording, _, _) = call_handset(
+        "pcma",
+        |c| {
+            c.prompts_dir = Some(PROMPTS.into());
+            c.leading_silence = Duration::from_millis(500);
+        },
+        callout(code, "de-DE"),
+    )
+    .await;
+
+    let call = result.unwrap().call.unwrap();
+    assert_eq!(call.result, Some(CallResult::Completed));
+    let mut clips = Vec::new();
+    for d in 0..10 {
+        clips.push(espeak_clip("de-de", &d.to_string()).await);
+    }
+    let heard = heard_digits(&recording, &clips, Law::A);
+    assert_eq!(heard, code.repeat(2), "the handset heard {heard:?}");
+}
