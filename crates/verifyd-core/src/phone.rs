@@ -2,8 +2,8 @@
 
 use std::fmt;
 
+use phonenumber::Type;
 use phonenumber::metadata::DATABASE;
-use phonenumber::{Mode, Type};
 
 /// Why a string is not an acceptable E.164 number. Each variant maps to a Sinch error
 /// (`40005` for the missing plus, `40001` otherwise).
@@ -129,8 +129,10 @@ impl PhoneNumber {
             .map(|id| id.as_ref().to_string())
             .filter(|r| r != "001");
         let line_type = Some(line_type_of(&parsed));
+        // E.164 is the country code and the national number (with its leading zeros, as
+        // Italian numbers have): built directly, the formatter's regexes are not needed.
         Ok(Self {
-            e164: parsed.format().mode(Mode::E164).to_string(),
+            e164: format!("+{}{national}", parsed.code().value()),
             country_code: parsed.code().value(),
             region,
             line_type,
@@ -273,6 +275,12 @@ mod tests {
         assert!(PhoneNumber::parse("+46abc").is_err());
         assert!(PhoneNumber::parse("+999123456789").is_err());
         assert!(PhoneNumber::parse("+4670000000000000000").is_err());
+    }
+
+    #[test]
+    fn italian_numbers_keep_their_leading_zero() {
+        let n = PhoneNumber::parse("+39 06 1234 5678").unwrap();
+        assert_eq!(n.as_str(), "+390612345678");
     }
 
     #[test]
