@@ -102,6 +102,15 @@ struct Args {
     /// Install verifyd's log subscriber (info lines on stderr), as the binary does.
     #[arg(long)]
     log: bool,
+    /// Run on PostgreSQL instead of SQLite: an admin URL (e.g.
+    /// `postgres://postgres@127.0.0.1:5432/postgres`); a fresh database is created for
+    /// the run.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// verifyd nodes sharing the database (PostgreSQL only); requests are spread over them
+    /// round-robin.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 /// `--sync` values.
@@ -181,10 +190,19 @@ fn main() -> anyhow::Result<()> {
         Sync::Full => Synchronous::Full,
         Sync::Normal => Synchronous::Normal,
     };
-    let mut servers = server_rt.block_on(servers::start(sync, args.db_dir.as_deref()))?;
+    anyhow::ensure!(
+        args.nodes == 1 || args.postgres.is_some(),
+        "--nodes > 1 needs --postgres (SQLite serves one node)"
+    );
+    let mut servers = server_rt.block_on(servers::start(
+        sync,
+        args.db_dir.as_deref(),
+        args.postgres.as_deref(),
+        args.nodes.max(1),
+    ))?;
     eprintln!(
-        "verifyd on {}, ceiling on {}",
-        servers.verifyd, servers.ceiling
+        "verifyd on {:?} ({}), ceiling on {}",
+        servers.verifyd, servers.store_label, servers.ceiling
     );
 
     let outcome = client_rt
@@ -224,17 +242,18 @@ fn start_body(number: &str) -> Bytes {
     ))
 }
 
-/// `n` signed SMS starts to fresh numbers.
+/// `n` signed SMS starts to fresh numbers, spread over the nodes.
 fn start_pool(
     signer: &Signer,
-    base: &str,
+    bases: &[String],
     numbers: &mut Numbers,
     n: usize,
 ) -> anyhow::Result<Vec<Prepared>> {
     let ts = timestamp()?;
     (0..n)
-        .map(|_| {
+        .map(|i| {
             let number = numbers.next()?;
+            let base = &bases[i % bases.len()];
             signer.prepare(base, Method::POST, START_PATH, start_body(&number), &ts)
         })
         .collect()
@@ -244,12 +263,19 @@ fn start_pool(
 /// their ids.
 fn report_pool(
     signer: &Signer,
-    base: &str,
+    bases: &[String],
     servers: &Servers,
     n: u64,
 ) -> anyhow::Result<(Vec<Prepared>, Vec<String>)> {
     let n = usize::try_from(n)?;
-    let messages = servers.inbox.messages(None, n);
+    // Every node keeps the codes it sent; the newest `n` over all of them, newest first.
+    let mut messages: Vec<_> = servers
+        .inboxes
+        .iter()
+        .flat_map(|inbox| inbox.messages(None, n))
+        .collect();
+    messages.sort_by_key(|m| std::cmp::Reverse(m.created_at));
+    messages.truncate(n);
     anyhow::ensure!(
         messages.len() == n,
         "the inbox holds {} codes, expected {n}",
@@ -258,8 +284,10 @@ fn report_pool(
     let ts = timestamp()?;
     let mut pool = Vec::with_capacity(n);
     let mut ids = Vec::with_capacity(n);
-    // Oldest first, the order they were started in.
-    for m in messages.iter().rev() {
+    // Oldest first, the order they were started in; reported on the next node round-robin
+    // (so with several nodes most reports land on a node other than the sender).
+    for (i, m) in messages.iter().rev().enumerate() {
+        let base = &bases[(i + 1) % bases.len()];
         let code = m
             .code
             .as_deref()
@@ -272,13 +300,20 @@ fn report_pool(
     Ok((pool, ids))
 }
 
-/// Signed status requests by id.
-fn status_pool(signer: &Signer, base: &str, ids: &[String]) -> anyhow::Result<Vec<Prepared>> {
+/// Signed status requests by id, spread over the nodes.
+fn status_pool(signer: &Signer, bases: &[String], ids: &[String]) -> anyhow::Result<Vec<Prepared>> {
     let ts = timestamp()?;
     ids.iter()
-        .map(|id| {
+        .enumerate()
+        .map(|(i, id)| {
             let path = format!("/verification/v1/verifications/id/{id}");
-            signer.prepare(base, Method::GET, &path, Bytes::new(), &ts)
+            signer.prepare(
+                &bases[(i + 2) % bases.len()],
+                Method::GET,
+                &path,
+                Bytes::new(),
+                &ts,
+            )
         })
         .collect()
 }
@@ -415,7 +450,12 @@ async fn paired(
 /// All phases.
 async fn run(args: &Args, servers: &Servers) -> anyhow::Result<(Vec<Level>, Option<FixedRate>)> {
     let signer = Signer::new(&servers.credentials.key, &servers.credentials.secret)?;
-    let verifyd = format!("http://{}", servers.verifyd);
+    let bases: Vec<String> = servers
+        .verifyd
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    let verifyd = bases[0].clone();
     let ceiling = format!("http://{}", servers.ceiling);
     let verifyd_warm: Uri = format!("{verifyd}/healthz").parse()?;
     let ceiling_warm: Uri = format!("{ceiling}/healthz").parse()?;
@@ -445,7 +485,7 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<(Vec<Level>, Opti
             let leg = Leg {
                 name: "start",
                 workers: &v_workers,
-                feed: Feed::new(start_pool(&signer, &verifyd, &mut numbers, n)?),
+                feed: Feed::new(start_pool(&signer, &bases, &mut numbers, n)?),
                 check: Check::Ok,
                 cycle: false,
                 whole_pool: false,
@@ -455,7 +495,7 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<(Vec<Level>, Opti
 
         let started = level.start.verifyd.map_or(0, |s| s.ok);
         if wanted(PhaseName::Report) && started > 0 {
-            let (reports, ids) = report_pool(&signer, &verifyd, servers, started)?;
+            let (reports, ids) = report_pool(&signer, &bases, servers, started)?;
             let leg = Leg {
                 name: "report",
                 workers: &v_workers,
@@ -470,7 +510,7 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<(Vec<Level>, Opti
                 let leg = Leg {
                     name: "status",
                     workers: &v_workers,
-                    feed: Feed::new(status_pool(&signer, &verifyd, &ids)?),
+                    feed: Feed::new(status_pool(&signer, &bases, &ids)?),
                     check: Check::Contains(b"\"SUCCESSFUL\""),
                     cycle: true,
                     whole_pool: false,
@@ -497,10 +537,10 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<(Vec<Level>, Opti
         settle(args).await;
         let n = usize::try_from(u64::from(args.rate) * args.rate_secs.max(1))?;
         let label = format!("{}/s", args.rate);
-        let pool = Arc::new(start_pool(&signer, &verifyd, &mut numbers, n)?);
+        let pool = Arc::new(start_pool(&signer, &bases, &mut numbers, n)?);
         let mut start = measured(open_loop(&verifyd_warm, pool, args.rate, Check::Ok)).await?;
         let start_s = log_phase("start", &label, &mut start);
-        let (reports, _) = report_pool(&signer, &verifyd, servers, start.ok)?;
+        let (reports, _) = report_pool(&signer, &bases, servers, start.ok)?;
         let mut report = measured(open_loop(
             &verifyd_warm,
             Arc::new(reports),
@@ -577,8 +617,14 @@ fn render(args: &Args, levels: &[Level], fixed: Option<&FixedRate>) -> String {
     };
     let _ = writeln!(
         out,
-        "\nverifyd-bench: sync={:?}, {} s per phase in {} ms slices alternating with the ceiling, {runtime}\n",
-        args.sync, args.duration_secs, args.slice_ms
+        "\nverifyd-bench: store {}, sync={:?}, {} s per phase in {} ms slices alternating with the ceiling, {runtime}\n",
+        match &args.postgres {
+            Some(_) => format!("PostgreSQL ({} node(s))", args.nodes.max(1)),
+            None => "SQLite".to_string(),
+        },
+        args.sync,
+        args.duration_secs,
+        args.slice_ms
     );
     let _ = writeln!(
         out,

@@ -32,30 +32,55 @@ pub struct Credentials {
 
 /// Both servers, running on the runtime that [`start`] was awaited on.
 pub struct Servers {
-    /// Where verifyd listens.
-    pub verifyd: SocketAddr,
+    /// Where each verifyd node listens.
+    pub verifyd: Vec<SocketAddr>,
+    /// Which store the nodes share (for the report).
+    pub store_label: String,
     /// Where the ceiling listens.
     pub ceiling: SocketAddr,
-    /// verifyd's dev inbox: the codes to report.
-    pub inbox: Arc<DevInbox>,
+    /// Each node's dev inbox: the codes to report.
+    pub inboxes: Vec<Arc<DevInbox>>,
     /// The declared application.
     pub credentials: Credentials,
-    /// Tells verifyd to stop; taken by [`Servers::stop`].
-    shutdown: Option<oneshot::Sender<()>>,
-    /// verifyd's serve task.
-    verifyd_task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Tell the nodes to stop; taken by [`Servers::stop`].
+    shutdown: Vec<oneshot::Sender<()>>,
+    /// The nodes' serve tasks.
+    verifyd_tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     /// The ceiling's serve task (aborted on stop).
     ceiling_task: JoinHandle<()>,
-    /// The database directory; removed when dropped.
+    /// The database directory (SQLite); removed when dropped.
     _dir: tempfile::TempDir,
 }
 
-/// Starts verifyd and the ceiling on the current tokio runtime, each on `127.0.0.1:0`.
+/// Creates a fresh PostgreSQL database for the run; returns its URL.
+async fn fresh_postgres(admin_url: &str) -> anyhow::Result<String> {
+    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+        .await
+        .context("Failed to connect to PostgreSQL")?;
+    tokio::spawn(conn);
+    let name = format!("verifyd_bench_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .context("Failed to create the benchmark database")?;
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url, |(base, _)| base);
+    Ok(format!("{base}/{name}"))
+}
+
+/// Starts `nodes` verifyd nodes (SQLite: one; PostgreSQL: a fresh database they share) and
+/// the ceiling on the current tokio runtime, each on `127.0.0.1:0`.
 ///
 /// # Errors
 /// If the database cannot be created, the configuration is invalid or a port cannot be
 /// bound.
-pub async fn start(sync: Synchronous, db_parent: Option<&Path>) -> anyhow::Result<Servers> {
+pub async fn start(
+    sync: Synchronous,
+    db_parent: Option<&Path>,
+    postgres: Option<&str>,
+    nodes: usize,
+) -> anyhow::Result<Servers> {
     let dir = match db_parent {
         Some(parent) => tempfile::tempdir_in(parent),
         None => tempfile::tempdir(),
@@ -67,58 +92,87 @@ pub async fn start(sync: Synchronous, db_parent: Option<&Path>) -> anyhow::Resul
         key: "bench-0000-4000-8000-000000000000".into(),
         secret: verifyd_server::app::new_secret(&mut rng),
     };
+    let (database_url, store_label) = match postgres {
+        Some(admin) => (
+            fresh_postgres(admin).await?,
+            format!("PostgreSQL, {nodes} node(s)"),
+        ),
+        None => (
+            format!("sqlite://{}", db_path.display()),
+            format!("SQLite synchronous={sync:?}"),
+        ),
+    };
+    let mut verifyd = Vec::new();
+    let mut inboxes = Vec::new();
+    let mut shutdown = Vec::new();
+    let mut verifyd_tasks = Vec::new();
+    for _ in 0..nodes {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("Failed to bind verifyd's port")?;
+        let addr = listener.local_addr()?;
+        let toml = format!(
+            r#"
+            listen = "{addr}"
+            public_url = "http://{addr}"
+            database_url = "{database_url}"
+            sqlite_synchronous = "{sync}"
 
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("Failed to bind verifyd's port")?;
-    let verifyd = listener.local_addr()?;
-    let toml = format!(
-        r#"
-        listen = "{verifyd}"
-        public_url = "http://{verifyd}"
-        database_url = "sqlite://{db}"
-        sqlite_synchronous = "{sync}"
+            [verification]
+            # Long enough that nothing expires during a run.
+            expiry_seconds = 86400
 
-        [verification]
-        # Long enough that nothing expires during a run.
-        expiry_seconds = 86400
+            [fraud.pumping]
+            # The start phase sends tens of thousands of unconverted starts to one prefix:
+            # exactly what the SMS-pumping rule exists to stop. Off for the benchmark; the
+            # per-number limits stay at their defaults (every start goes to a new number).
+            enabled = false
 
-        [dev_inbox]
-        # Every code of the run must stay readable.
-        capacity = 4000000
+            [dev_inbox]
+            # Every code of the run must stay readable.
+            capacity = 4000000
 
-        [[applications]]
-        name = "bench"
-        key = "{key}"
-        secret = "{secret}"
-        min_auth = "signed"
-        "#,
-        db = db_path.display(),
-        sync = match sync {
-            Synchronous::Full => "full",
-            Synchronous::Normal => "normal",
-        },
-        key = credentials.key,
-        secret = credentials.secret,
-    );
-    let settings = Config::from_toml(&toml)?.settings()?;
-    let store = SqliteStore::open(&db_path, SqliteOptions { synchronous: sync })?;
-    let app = App::build_with(Parts {
-        settings,
-        store: Arc::new(store),
-        clock: Arc::new(SystemClock),
-        rng: Box::new(StdRng::from_os_rng()),
-        // The configured default: every message goes to the dev inbox.
-        channels: Vec::new(),
-    })
-    .await?;
-    let inbox = app
-        .inbox()
-        .context("verifyd was built without the dev inbox")?;
-    let (shutdown, stopped) = oneshot::channel::<()>();
-    let verifyd_task = tokio::spawn(app.serve(listener, async move {
-        let _ = stopped.await;
-    }));
+            [[applications]]
+            name = "bench"
+            key = "{key}"
+            secret = "{secret}"
+            min_auth = "signed"
+            "#,
+            sync = match sync {
+                Synchronous::Full => "full",
+                Synchronous::Normal => "normal",
+            },
+            key = credentials.key,
+            secret = credentials.secret,
+        );
+        let settings = Config::from_toml(&toml)?.settings()?;
+        let store: Arc<dyn verifyd_store::Store> = if postgres.is_some() {
+            verifyd_server::app::open_store(&settings, true).await?
+        } else {
+            Arc::new(SqliteStore::open(
+                &db_path,
+                SqliteOptions { synchronous: sync },
+            )?)
+        };
+        let app = App::build_with(Parts {
+            settings,
+            store,
+            clock: Arc::new(SystemClock),
+            rng: Box::new(StdRng::from_os_rng()),
+            channels: Vec::new(),
+        })
+        .await?;
+        inboxes.push(
+            app.inbox()
+                .context("verifyd was built without the dev inbox")?,
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        verifyd_tasks.push(tokio::spawn(app.serve(listener, async move {
+            let _ = stopped.await;
+        })));
+        shutdown.push(stop);
+        verifyd.push(addr);
+    }
 
     let ceiling_listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -133,11 +187,12 @@ pub async fn start(sync: Synchronous, db_parent: Option<&Path>) -> anyhow::Resul
 
     Ok(Servers {
         verifyd,
+        store_label,
         ceiling,
-        inbox,
+        inboxes,
         credentials,
-        shutdown: Some(shutdown),
-        verifyd_task: Some(verifyd_task),
+        shutdown,
+        verifyd_tasks,
         ceiling_task,
         _dir: dir,
     })
@@ -150,10 +205,10 @@ impl Servers {
     /// If verifyd's serve loop failed.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.ceiling_task.abort();
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+        for stop in self.shutdown.drain(..) {
+            let _ = stop.send(());
         }
-        if let Some(task) = self.verifyd_task.take() {
+        for task in self.verifyd_tasks.drain(..) {
             match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
                 Ok(joined) => joined.context("verifyd's serve task panicked")??,
                 Err(_) => eprintln!("verifyd did not stop within 5 s"),

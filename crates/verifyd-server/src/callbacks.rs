@@ -481,9 +481,11 @@ pub async fn deliver_due(state: &AppState) -> anyhow::Result<usize> {
     }
 }
 
+/// How long a claimed event stays with its claimer: twice the attempt timeout plus a second,
+/// so a live delivery always finishes first, and a dead node's events come back soon.
 fn lease_length(settings: &CallbackSettings) -> Duration {
-    Duration::try_from(settings.delivery_timeout).unwrap_or(Duration::seconds(5))
-        + Duration::seconds(30)
+    Duration::try_from(settings.delivery_timeout).unwrap_or(Duration::seconds(5)) * 2
+        + Duration::seconds(1)
 }
 
 /// The delivery worker: keeps up to `concurrency` deliveries in flight, woken by new events
