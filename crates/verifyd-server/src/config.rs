@@ -613,6 +613,13 @@ impl Config {
     /// # Errors
     /// A message naming the offending key.
     pub fn settings(&self) -> anyhow::Result<Settings> {
+        if self.delivery.lease_seconds.saturating_mul(1000) <= self.delivery.timeout_ms {
+            bail!(
+                "[delivery] lease_seconds = {} must be longer than timeout_ms = {} (a job's lease covers one send)",
+                self.delivery.lease_seconds,
+                self.delivery.timeout_ms
+            );
+        }
         let listen: SocketAddr = self.listen.parse().with_context(|| {
             format!(
                 "listen = {:?} is not an address like 127.0.0.1:8080",
@@ -1015,6 +1022,9 @@ mod tests {
         assert!(
             err("[flashcall]\ncli_ranges = [{ prefix = \"46\", digits = 4 }]")
                 .contains("cli_ranges")
+        );
+        assert!(
+            err("[delivery]\ntimeout_ms = 10000\nlease_seconds = 10").contains("lease_seconds")
         );
     }
 }

@@ -103,7 +103,72 @@ impl Drop for Receiver {
     }
 }
 
-fn config(dir: &Path, port: u16, db: &str, callback: &str) -> PathBuf {
+/// The node-smpp SMSC (`e2e/smsc/smsc.js`) every node binds to; its JSON-lines log is read
+/// back to see what reached it.
+struct Smsc {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    url: String,
+    log: PathBuf,
+}
+
+impl Smsc {
+    fn start(dir: &Path) -> Self {
+        let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/smsc");
+        assert!(
+            peer.join("node_modules/smpp/package.json").exists(),
+            "run `npm ci --prefix e2e/smsc` first"
+        );
+        let log = dir.join("smsc.jsonl");
+        let mut child = Command::new("node")
+            .arg(peer.join("smsc.js"))
+            .env("SMSC_PORT", "0")
+            .env("SMSC_LOG", &log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening ").unwrap().to_string();
+        Self {
+            child,
+            stdin,
+            stdout,
+            url: format!("smpp://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    fn control(&mut self, command: &Value) {
+        use std::io::Write;
+        writeln!(self.stdin, "{command}").unwrap();
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).unwrap();
+        assert!(answer.starts_with("ok "), "SMSC control: {answer}");
+    }
+
+    /// Every event the SMSC logged so far.
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Smsc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, port: u16, db: &str, callback: &str, smsc: &str) -> PathBuf {
     let path = dir.join(format!("node-{port}.toml"));
     std::fs::write(
         &path,
@@ -117,12 +182,25 @@ retry_base_ms = 100
 retry_max_seconds = 1
 poll_interval_ms = 100
 request_timeout_ms = 10000
+[delivery]
+timeout_ms = 2000
+lease_seconds = 3
 [fraud]
 min_start_interval_ms = 0
 starts_per_number_hour = 0
 starts_per_number_day = 0
 [fraud.pumping]
 enabled = false
+[[channels.smpp]]
+name = "smpp:primary"
+url = "{smsc}"
+system_id = "verifyd"
+password = "secret"
+source = "Verifyd"
+[[routes]]
+name = "smsc"
+methods = ["sms"]
+channel = "smpp:primary"
 [[applications]]
 name = "backend"
 key = "{KEY}"
@@ -247,10 +325,11 @@ async fn three_nodes_share_one_database_and_survive_losing_one() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
+    let mut smsc = Smsc::start(dir.path());
     let ports = [free_port(), free_port(), free_port()];
     let mut nodes = Vec::new();
     for port in ports {
-        let cfg = config(dir.path(), port, &db, &receiver.base);
+        let cfg = config(dir.path(), port, &db, &receiver.base, &smsc.url);
         nodes.push(Some(Server::spawn(
             dir.path(),
             &["--config", cfg.to_str().unwrap()],
@@ -369,8 +448,15 @@ async fn three_nodes_share_one_database_and_survive_losing_one() {
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // At the same moment the SMSC drops every bind: the surviving nodes must bind again.
+    let binds_before = smsc
+        .events()
+        .iter()
+        .filter(|e| e["ev"] == "bind_transceiver" && e["status"] == 0)
+        .count();
     alive[1].store(false, Ordering::SeqCst);
     nodes[1].take().unwrap().kill_hard();
+    smsc.control(&json!({"cmd": "drop"}));
     for w in workers {
         w.await.unwrap();
     }
@@ -425,4 +511,56 @@ async fn three_nodes_share_one_database_and_survive_losing_one() {
     // Duplicates are possible only for deliveries in flight on the killed node.
     let duplicates: usize = results.values().map(|n| n - 1).sum();
     assert!(duplicates <= 32, "{duplicates} duplicate deliveries");
+
+    // No delivery job is left behind: the killed node's claimed jobs come back after their
+    // lease, and the retries of starts made while no bind was up end (sent, or dropped because
+    // the verification was already completed with the code the request event returned).
+    let mut pending: i64 = -1;
+    for _ in 0..120 {
+        pending = client
+            .query_one(
+                "SELECT count(*) FROM delivery_jobs WHERE state = 'pending'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(pending, 0, "delivery jobs still pending");
+    // The surviving nodes bound again: new starts on both reach the SMSC.
+    let mut numbers = Vec::new();
+    for (n, node) in [&urls[0], &urls[2]].into_iter().enumerate() {
+        for i in 0..3 {
+            let number = format!("+4670020{n}{i:04}");
+            start(&http, node, &number).await.unwrap();
+            numbers.push(number.trim_start_matches('+').to_string());
+        }
+    }
+    let mut missing = numbers.clone();
+    for _ in 0..120 {
+        let events = smsc.events();
+        missing.retain(|n| {
+            !events.iter().any(|e| {
+                e["ev"] == "submit_sm" && e["status"] == 0 && e["dst"].as_str() == Some(n.as_str())
+            })
+        });
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(missing.is_empty(), "never reached the SMSC: {missing:?}");
+    let events = smsc.events();
+    let binds_after = events
+        .iter()
+        .filter(|e| e["ev"] == "bind_transceiver" && e["status"] == 0)
+        .count();
+    assert!(
+        binds_after > binds_before,
+        "no node bound again after the drop ({binds_before} binds before, {binds_after} in all)"
+    );
 }

@@ -227,7 +227,7 @@ async fn retries_resend_the_same_code_and_honour_retry_after() {
 async fn an_answered_start_is_delivered_even_if_its_node_dies_before_sending() {
     let a = Scripted::new("a", [Act::Hang]);
     let app = TestApp::spawn_with_channels(
-        "[delivery]\ntimeout_ms = 600000\ninline_wait_ms = 50\nlease_seconds = 60\n[[routes]]\nname = \"only\"\nchannel = \"a\"",
+        "[delivery]\ntimeout_ms = 100000\ninline_wait_ms = 50\nlease_seconds = 101\n[[routes]]\nname = \"only\"\nchannel = \"a\"",
         vec![a.clone()],
     )
     .await;
@@ -239,7 +239,7 @@ async fn an_answered_start_is_delivered_even_if_its_node_dies_before_sending() {
         0,
         "leased to the first dispatcher"
     );
-    app.advance(Duration::seconds(61));
+    app.advance(Duration::seconds(102));
     assert_eq!(app.app.run_due_jobs().await.unwrap(), 1);
     assert_eq!(a.codes().len(), 1);
     let r: Value = app
@@ -261,7 +261,7 @@ async fn an_answered_start_is_delivered_even_if_its_node_dies_before_sending() {
 async fn a_superseded_verification_is_never_sent_late() {
     let a = Scripted::new("a", [Act::Hang]);
     let app = TestApp::spawn_with_channels(
-        "[delivery]\ntimeout_ms = 600000\ninline_wait_ms = 20\n[[routes]]\nname = \"only\"\nchannel = \"a\"",
+        "[delivery]\ntimeout_ms = 100000\ninline_wait_ms = 20\nlease_seconds = 101\n[[routes]]\nname = \"only\"\nchannel = \"a\"",
         vec![a.clone()],
     )
     .await;
