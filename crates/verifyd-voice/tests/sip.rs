@@ -581,7 +581,19 @@ async fn one_call_slot_makes_the_second_call_wait_for_the_first() {
         invites[1] >= acks[0],
         "second INVITE before the first call ended"
     );
-    assert!(invites[1] - invites[0] >= 0.95, "{:?}", invites);
+    // The first call ended by its dial timeout (CANCEL), not by an error. How long it rang
+    // is not asserted: the timeout runs from `send()`, and under load the first INVITE can
+    // leave late.
+    let first_cancel = run
+        .messages
+        .iter()
+        .find(|m| m.kind == "CANCEL")
+        .map(|m| m.at);
+    assert!(
+        first_cancel.is_some_and(|c| c > invites[0] && c <= invites[1]),
+        "{:?}",
+        run.kinds()
+    );
 }
 
 #[tokio::test]
