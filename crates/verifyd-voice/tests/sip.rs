@@ -633,7 +633,18 @@ struct Handset {
 }
 
 impl Handset {
+    /// Starts baresip; tries again on other ports when it exits before it is ready (a port
+    /// taken between choosing it and binding it, with tests running in parallel).
     async fn start(codec: &str) -> Self {
+        for _ in 0..3 {
+            if let Some(handset) = Self::try_start(codec).await {
+                return handset;
+            }
+        }
+        panic!("baresip exited before it was ready, three times");
+    }
+
+    async fn try_start(codec: &str) -> Option<Self> {
         need("baresip");
         let dir = tempfile::tempdir().unwrap();
         let port = free_udp_port();
@@ -680,13 +691,13 @@ impl Handset {
         tokio::time::timeout(Duration::from_secs(10), ready_rx)
             .await
             .expect("baresip did not start")
-            .unwrap();
-        Handset {
+            .ok()?;
+        Some(Handset {
             child,
             dir,
             port,
             output,
-        }
+        })
     }
 
     /// The decoded audio baresip received, once it has closed the recording.
