@@ -8,17 +8,14 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 #![allow(clippy::expect_used, reason = "tests fail loudly on unexpected errors")]
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
+use common::{Mock, Reply};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::net::TcpListener;
 use verifyd_channels::http_sms::{
     HttpSmsChannel, HttpSmsConfig, Provider, SinchConfig, TwilioConfig, TwilioSender, VonageConfig,
     sinch, twilio, vonage,
@@ -46,104 +43,6 @@ fn sms(body: &str) -> OutboundMessage {
         },
         sender: None,
         created_at: OffsetDateTime::UNIX_EPOCH,
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Seen {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Seen {
-    fn form(&self) -> Vec<(String, String)> {
-        serde_urlencoded::from_bytes(&self.body).unwrap()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-#[derive(Clone)]
-struct Reply {
-    status: StatusCode,
-    headers: Vec<(&'static str, &'static str)>,
-    body: Value,
-    delay: Duration,
-}
-
-impl Reply {
-    fn json(status: u16, body: Value) -> Self {
-        Self {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: Vec::new(),
-            body,
-            delay: Duration::ZERO,
-        }
-    }
-
-    fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
-        self.headers.push((name, value));
-        self
-    }
-}
-
-#[derive(Clone)]
-struct MockState {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    reply: Reply,
-}
-
-/// An axum server on 127.0.0.1:0 that records every request and answers `reply`.
-struct Mock {
-    base_url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Mock {
-    async fn start(reply: Reply) -> Self {
-        async fn handle(
-            State(state): State<MockState>,
-            method: Method,
-            uri: Uri,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> Response {
-            state.seen.lock().unwrap().push(Seen {
-                method,
-                uri,
-                headers,
-                body,
-            });
-            let reply = state.reply;
-            tokio::time::sleep(reply.delay).await;
-            let mut response = (reply.status, axum::Json(reply.body)).into_response();
-            for (name, value) in reply.headers {
-                response.headers_mut().insert(name, value.parse().unwrap());
-            }
-            response
-        }
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new().fallback(handle).with_state(MockState {
-            seen: seen.clone(),
-            reply,
-        });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            base_url: format!("http://{addr}"),
-            seen,
-        }
-    }
-
-    fn only(&self) -> Seen {
-        let seen = self.seen.lock().unwrap();
-        assert_eq!(seen.len(), 1, "exactly one request");
-        seen[0].clone()
     }
 }
 

@@ -13,20 +13,17 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 #![allow(clippy::expect_used, reason = "tests fail loudly on unexpected errors")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
+use common::{Mock, Reply};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpListener;
 use verifyd_channels::whatsapp::{
     WhatsappChannel, WhatsappConfig, parse_statuses, template_language, verify_signature,
     verify_subscription,
@@ -63,89 +60,6 @@ fn config(base_url: &str) -> WhatsappConfig {
     c.languages = vec!["en_US".into(), "sv".into()];
     c.timeout = Duration::from_secs(5);
     c
-}
-
-/// One request as the mock saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// A scripted answer.
-#[derive(Clone)]
-struct Reply {
-    status: StatusCode,
-    headers: Vec<(&'static str, &'static str)>,
-    body: Value,
-    delay: Duration,
-}
-
-impl Reply {
-    fn json(status: u16, body: Value) -> Self {
-        Self {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: Vec::new(),
-            body,
-            delay: Duration::ZERO,
-        }
-    }
-}
-
-#[derive(Clone)]
-struct MockState {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    reply: Reply,
-}
-
-/// An axum server on 127.0.0.1:0 that records every request and answers `reply`.
-struct Mock {
-    base_url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Mock {
-    async fn start(reply: Reply) -> Self {
-        async fn handle(
-            State(state): State<MockState>,
-            method: Method,
-            uri: Uri,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> Response {
-            state.seen.lock().unwrap().push(Seen {
-                method,
-                uri,
-                headers,
-                body,
-            });
-            let reply = state.reply;
-            tokio::time::sleep(reply.delay).await;
-            let mut response = (reply.status, axum::Json(reply.body)).into_response();
-            for (name, value) in reply.headers {
-                response.headers_mut().insert(name, value.parse().unwrap());
-            }
-            response
-        }
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new().fallback(handle).with_state(MockState {
-            seen: seen.clone(),
-            reply,
-        });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            base_url: format!("http://{addr}"),
-            seen,
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
 }
 
 fn graph_error(code: i64, kind: &str, message: &str) -> Value {
