@@ -414,6 +414,23 @@ async fn test_numbers_script_every_outcome_and_never_reach_a_channel() {
             .await
         }
     };
+    // The status of a verification this application just started.
+    let status_after_start = |method: &'static str, number: &'static str| {
+        let qa = &qa;
+        async move {
+            let v: Value = qa(Method::POST, START.into(), Some(body(method, number)))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let id = v["id"].as_str().unwrap().to_string();
+            qa(Method::GET, format!("{START}/id/{id}"), None)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
     // delivered: fixed code works, free, nothing in the inbox (and the SE number passes the
     // application's US-only geo rule: test numbers bypass every rule).
     let v: Value = qa(
@@ -449,47 +466,13 @@ async fn test_numbers_script_every_outcome_and_never_reach_a_channel() {
             .is_empty()
     );
     // undeliverable
-    let v: Value = qa(
-        Method::POST,
-        START.into(),
-        Some(body("sms", "+46700009002")),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let s: Value = qa(
-        Method::GET,
-        format!("{START}/id/{}", v["id"].as_str().unwrap()),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let s = status_after_start("sms", "+46700009002").await;
     assert_eq!(
         (s["status"].as_str(), s["reason"].as_str()),
         (Some("ERROR"), Some("SMS delivery failure"))
     );
     // expired
-    let v: Value = qa(
-        Method::POST,
-        START.into(),
-        Some(body("sms", "+46700009003")),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let s: Value = qa(
-        Method::GET,
-        format!("{START}/id/{}", v["id"].as_str().unwrap()),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let s = status_after_start("sms", "+46700009003").await;
     assert_eq!(
         (s["status"].as_str(), s["reason"].as_str()),
         (Some("FAIL"), Some("Expired"))
@@ -503,24 +486,7 @@ async fn test_numbers_script_every_outcome_and_never_reach_a_channel() {
     .await;
     assert_error(r, 403, 40300).await;
     // a call nobody answers
-    let v: Value = qa(
-        Method::POST,
-        START.into(),
-        Some(body("callout", "+46700009005")),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let s: Value = qa(
-        Method::GET,
-        format!("{START}/id/{}", v["id"].as_str().unwrap()),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let s = status_after_start("callout", "+46700009005").await;
     assert_eq!(
         (s["status"].as_str(), s["callResult"].as_str()),
         (Some("ERROR"), Some("NO_ANSWER"))
