@@ -51,8 +51,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use verifyd_core::{Method, Status, Verification, VerificationId};
 use verifyd_store::{
-    Application, Block, CounterOp, DeliveryAttempt, DeliveryJob, EventKind, EventState,
-    OutboxEvent, Store, StoreError, StoreResult,
+    Application, Block, CounterOp, DeliveryAttempt, DeliveryJob, EventKind, EventState, Guard,
+    GuardOutcome, GuardedWrite, OutboxEvent, Refusal, Store, StoreError, StoreResult,
 };
 
 use crate::rows::{
@@ -215,12 +215,93 @@ impl PgStore {
     ) -> Result<(Vec<Verification>, Option<i64>), TxError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let done = insert_tx(&tx, v, p, events, job).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// One attempt at [`Store::guarded_write`].
+    async fn try_guarded_write(
+        &self,
+        guard: &Guard,
+        write: &GuardedWrite<'_>,
+        params: Option<&VerificationParams<'_>>,
+        now: OffsetDateTime,
+    ) -> Result<GuardOutcome, TxError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // A refusal returns before the commit: dropping the transaction rolls it back.
+        if let Some(gate) = &guard.gate
+            && let Some(wait) = gate_tx(&tx, &gate.key, gate.interval, now).await?
+        {
+            return Ok(GuardOutcome::Refused(Refusal::Gate { wait }));
+        }
+        let mut sums = Vec::with_capacity(guard.counters.len());
+        for (index, c) in guard.counters.iter().enumerate() {
+            let sum = bump_tx(&tx, &c.op, now).await?;
+            if c.max.is_some_and(|max| sum > max) {
+                return Ok(GuardOutcome::Refused(Refusal::Limit { index, sum }));
+            }
+            sums.push(sum);
+        }
+        let (superseded, job_id) = match (write, params) {
+            (
+                GuardedWrite::Insert {
+                    verification,
+                    events,
+                    job,
+                },
+                Some(p),
+            ) => {
+                insert_tx(
+                    &tx,
+                    verification,
+                    p,
+                    events,
+                    job.map(|j| (j.payload, j.lease_until)),
+                )
+                .await?
+            }
+            (
+                GuardedWrite::Update {
+                    verification,
+                    events,
+                },
+                _,
+            ) => {
+                cas_update(&tx, verification).await?;
+                let at = verification.finished_at.unwrap_or(verification.created_at);
+                for kind in *events {
+                    enqueue(&tx, verification, *kind, at).await?;
+                }
+                (Vec::new(), None)
+            }
+            _ => (Vec::new(), None),
+        };
+        tx.commit().await?;
+        Ok(GuardOutcome::Passed {
+            sums,
+            superseded,
+            job_id,
+        })
+    }
+}
+
+/// Inserts `v` (superseding the pending one), its events and its job, in `tx`.
+async fn insert_tx(
+    tx: &deadpool_postgres::Transaction<'_>,
+    v: &Verification,
+    p: &VerificationParams<'_>,
+    events: &[EventKind],
+    job: Option<(&[u8], OffsetDateTime)>,
+) -> Result<(Vec<Verification>, Option<i64>), TxError> {
+    {
         let pending = v.status == Status::Pending;
         if pending {
             // Starts for one number queue here, so each sees the one before it committed.
             let key = format!("{}\n{}\n{}", v.app, v.method.as_str(), v.identity.as_str());
             exec(
-                &tx,
+                tx,
                 "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))",
                 &[&START_LOCK_CLASS, &key],
             )
@@ -228,7 +309,7 @@ impl PgStore {
         }
         if let Some(reference) = &v.reference {
             let taken = query(
-                &tx,
+                tx,
                 "SELECT 1 FROM verifications WHERE app = $1 AND reference = $2",
                 &[&v.app, reference],
             )
@@ -242,7 +323,7 @@ impl PgStore {
         let mut aborted = if pending {
             verifications(
                 &query(
-                    &tx,
+                    tx,
                     &SELECT_PENDING_FOR_UPDATE,
                     &[&v.app, &v.method.as_str(), &v.identity.as_str()],
                 )
@@ -253,18 +334,18 @@ impl PgStore {
         };
         for old in &mut aborted {
             old.abort(v.created_at);
-            cas_update(&tx, old).await?;
+            cas_update(tx, old).await?;
             old.version += 1;
-            enqueue(&tx, old, EventKind::Result, v.created_at).await?;
+            enqueue(tx, old, EventKind::Result, v.created_at).await?;
         }
-        exec(&tx, &INSERT_VERIFICATION, &p.all()).await?;
+        exec(tx, &INSERT_VERIFICATION, &p.all()).await?;
         for kind in events {
-            enqueue(&tx, v, *kind, v.created_at).await?;
+            enqueue(tx, v, *kind, v.created_at).await?;
         }
         let job_id = match job {
             Some((payload, lease_until)) => Some(
                 query_one(
-                    &tx,
+                    tx,
                     "INSERT INTO delivery_jobs (verification_id, app, payload, state, attempts, next_attempt_at, created_at)
                      VALUES ($1, $2, $3, 'pending', 1, $4, $5) RETURNING id",
                     &[&v.id.0, &v.app, &payload, &lease_until, &v.created_at],
@@ -274,10 +355,11 @@ impl PgStore {
             ),
             None => None,
         };
-        tx.commit().await?;
         Ok((aborted, job_id))
     }
+}
 
+impl PgStore {
     /// One attempt at [`Store::bump_counters`].
     async fn try_bump_counters(
         &self,
@@ -286,35 +368,89 @@ impl PgStore {
     ) -> Result<Vec<i64>, TxError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let now_us = micros(now);
         let mut sums = Vec::with_capacity(ops.len());
         for op in ops {
-            let width = duration_micros(op.bucket).max(1);
-            let window = duration_micros(op.window).max(1);
-            let bucket = now_us.div_euclid(width) * width;
-            if op.amount != 0 {
-                let expires_at = bucket.saturating_add(width).saturating_add(window);
-                exec(
-                    &tx,
-                    "INSERT INTO counters (key, bucket, value, expires_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (key, bucket) DO UPDATE SET value = counters.value + excluded.value",
-                    &[&op.key, &bucket, &op.amount, &expires_at],
-                )
-                .await?;
-            }
-            let since = now_us.saturating_sub(window);
-            let row = query_one(
-                &tx,
-                "SELECT COALESCE(SUM(value), 0)::bigint FROM counters
-                 WHERE key = $1 AND bucket + $2 > $3 AND bucket <= $4",
-                &[&op.key, &width, &since, &now_us],
-            )
-            .await?;
-            sums.push(row.try_get(0).map_err(|e| TxError::Fail(other(e)))?);
+            sums.push(bump_tx(&tx, op, now).await?);
         }
         tx.commit().await?;
         Ok(sums)
     }
+}
+
+/// Adds `op.amount` to the current bucket (inside the caller's transaction); returns the
+/// windowed sum after it.
+async fn bump_tx<C: GenericClient>(
+    c: &C,
+    op: &CounterOp,
+    now: OffsetDateTime,
+) -> Result<i64, TxError> {
+    if op.amount != 0 {
+        let now_us = micros(now);
+        let width = duration_micros(op.bucket).max(1);
+        let window = duration_micros(op.window).max(1);
+        let bucket = now_us.div_euclid(width) * width;
+        let expires_at = bucket.saturating_add(width).saturating_add(window);
+        exec(
+            c,
+            "INSERT INTO counters (key, bucket, value, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key, bucket) DO UPDATE SET value = counters.value + excluded.value",
+            &[&op.key, &bucket, &op.amount, &expires_at],
+        )
+        .await?;
+    }
+    Ok(counter_sum(c, op, now).await?)
+}
+
+/// The windowed sum of a counter at `now`.
+async fn counter_sum<C: GenericClient>(
+    c: &C,
+    op: &CounterOp,
+    now: OffsetDateTime,
+) -> Result<i64, tokio_postgres::Error> {
+    let now_us = micros(now);
+    let width = duration_micros(op.bucket).max(1);
+    let window = duration_micros(op.window).max(1);
+    let since = now_us.saturating_sub(window);
+    query_one(
+        c,
+        "SELECT COALESCE(SUM(value), 0)::bigint FROM counters
+         WHERE key = $1 AND bucket + $2 > $3 AND bucket <= $4",
+        &[&op.key, &width, &since, &now_us],
+    )
+    .await?
+    .try_get(0)
+}
+
+/// Passes the gate `key` (returns `None`) or says how long until it opens.
+async fn gate_tx<C: GenericClient>(
+    c: &C,
+    key: &str,
+    interval: time::Duration,
+    now: OffsetDateTime,
+) -> Result<Option<time::Duration>, tokio_postgres::Error> {
+    // ON CONFLICT DO UPDATE checks its WHERE against the latest committed row (after
+    // waiting for a racing upsert), so exactly one caller per interval passes.
+    let changed = exec(
+        c,
+        "INSERT INTO gates (key, last_at) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at
+         WHERE gates.last_at <= $3",
+        &[&key, &now, &(now - interval)],
+    )
+    .await?;
+    if changed == 1 {
+        return Ok(None);
+    }
+    let Some(last) = query_opt(c, "SELECT last_at FROM gates WHERE key = $1", &[&key]).await?
+    else {
+        // Purged in between: it is open, try again.
+        return Ok(Some(time::Duration::ZERO));
+    };
+    let last: OffsetDateTime = last.try_get(0)?;
+    let opens = micros(last).saturating_add(duration_micros(interval));
+    Ok(Some(time::Duration::microseconds(
+        opens.saturating_sub(micros(now)),
+    )))
 }
 
 /// Why one run of a transaction failed.
@@ -1057,32 +1193,34 @@ impl Store for PgStore {
         now: OffsetDateTime,
     ) -> StoreResult<Option<time::Duration>> {
         let client = self.client().await?;
-        // ON CONFLICT DO UPDATE checks its WHERE against the latest committed row (after
-        // waiting for a racing upsert), so exactly one caller per interval passes.
-        let changed = exec(
-            &client,
-            "INSERT INTO gates (key, last_at) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at
-             WHERE gates.last_at <= $3",
-            &[&key, &now, &(now - interval)],
-        )
-        .await
-        .map_err(other)?;
-        if changed == 1 {
-            return Ok(None);
+        gate_tx(&client, key, interval, now).await.map_err(other)
+    }
+
+    async fn counter_sums(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
+        let client = self.client().await?;
+        let mut sums = Vec::with_capacity(ops.len());
+        for op in ops {
+            sums.push(counter_sum(&client, op, now).await.map_err(other)?);
         }
-        let last = query_opt(&client, "SELECT last_at FROM gates WHERE key = $1", &[&key])
-            .await
-            .map_err(other)?;
-        let Some(last) = last else {
-            // Purged in between: it is open, try again.
-            return Ok(Some(time::Duration::ZERO));
+        Ok(sums)
+    }
+
+    async fn guarded_write(
+        &self,
+        guard: &Guard,
+        write: GuardedWrite<'_>,
+        now: OffsetDateTime,
+    ) -> StoreResult<GuardOutcome> {
+        let params = match &write {
+            GuardedWrite::Insert { verification, .. } => {
+                Some(VerificationParams::new(verification)?)
+            }
+            _ => None,
         };
-        let last: OffsetDateTime = last.try_get(0).map_err(other)?;
-        let opens = micros(last).saturating_add(duration_micros(interval));
-        Ok(Some(time::Duration::microseconds(
-            opens.saturating_sub(micros(now)),
-        )))
+        retrying("guarded_write", || {
+            self.try_guarded_write(guard, &write, params.as_ref(), now)
+        })
+        .await
     }
 
     async fn take_token(

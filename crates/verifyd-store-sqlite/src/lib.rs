@@ -25,8 +25,8 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use verifyd_core::{Method, Status, Verification, VerificationId};
 use verifyd_store::{
-    Application, Block, CounterOp, DeliveryAttempt, DeliveryJob, EventKind, EventState,
-    OutboxEvent, Store, StoreError, StoreResult,
+    Application, Block, CounterOp, DeliveryAttempt, DeliveryJob, EventKind, EventState, Guard,
+    GuardOutcome, GuardedWrite, OutboxEvent, Refusal, Store, StoreError, StoreResult,
 };
 
 use crate::rows::{
@@ -155,10 +155,23 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.write_or_undo(move |conn| f(conn).map(|value| (value, true)))
+            .await
+    }
+
+    /// Like [`Self::write`], but `f` also says whether to keep what it did: `false` rolls
+    /// its savepoint back and still answers its value (a guard that refused).
+    async fn write_or_undo<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<(T, bool)> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
+            let (result, keep) = match f(conn) {
+                Ok((value, keep)) => (Ok(value), keep),
+                Err(e) => (Err(e), false),
+            };
             let finish: Finish = Box::new(move |committed| {
                 let result = if committed || result.is_err() {
                     result
@@ -167,7 +180,7 @@ impl SqliteStore {
                 };
                 let _ = tx.send(result);
             });
-            (ok, finish)
+            (keep, finish)
         });
         self.writer
             .send(job)
@@ -399,6 +412,143 @@ fn insert_verification_tx(
     Ok(aborted)
 }
 
+/// Writes back `v` if unchanged since read, and queues `events`, inside the caller's
+/// savepoint.
+fn update_tx(conn: &Connection, v: &Verification, events: &[EventKind]) -> StoreResult<()> {
+    cas_update(conn, v)?;
+    let now = v.finished_at.unwrap_or(v.created_at);
+    for kind in events {
+        enqueue(conn, v, *kind, now)?;
+    }
+    Ok(())
+}
+
+/// Queues `v`'s delivery job, leased until `lease_until`; returns its id.
+fn insert_job_tx(
+    conn: &Connection,
+    v: &Verification,
+    payload: &[u8],
+    lease_until: OffsetDateTime,
+) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO delivery_jobs (verification_id, app, payload, state, attempts, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, 'pending', 1, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            v.id.as_bytes().as_slice(),
+            v.app,
+            payload,
+            micros(lease_until),
+            micros(v.created_at)
+        ])
+    })
+    .map_err(other)?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Bucket width and window of a counter, in microseconds.
+fn counter_span(op: &CounterOp) -> (i64, i64) {
+    (
+        op.bucket.whole_microseconds().max(1) as i64,
+        op.window.whole_microseconds().max(1) as i64,
+    )
+}
+
+/// The windowed sum of a counter at `now`.
+fn counter_sum(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> rusqlite::Result<i64> {
+    let now_us = micros(now);
+    let (width, window) = counter_span(op);
+    conn.prepare_cached(
+        "SELECT COALESCE(SUM(value), 0) FROM counters
+         WHERE key = ?1 AND bucket + ?2 > ?3 AND bucket <= ?4",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![op.key, width, now_us - window, now_us], |r| {
+            r.get(0)
+        })
+    })
+}
+
+/// Adds `op.amount` to the current bucket; returns the windowed sum after it.
+fn bump_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult<i64> {
+    if op.amount != 0 {
+        let (width, window) = counter_span(op);
+        let bucket = micros(now).div_euclid(width) * width;
+        conn.prepare_cached(
+            "INSERT INTO counters (key, bucket, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key, bucket) DO UPDATE SET value = value + excluded.value",
+        )
+        .and_then(|mut s| s.execute(params![op.key, bucket, op.amount, bucket + width + window]))
+        .map_err(other)?;
+    }
+    counter_sum(conn, op, now).map_err(other)
+}
+
+/// Passes the gate `key` (returns `None`) or says how long until it opens.
+fn gate_tx(
+    conn: &Connection,
+    key: &str,
+    interval: time::Duration,
+    now: OffsetDateTime,
+) -> StoreResult<Option<time::Duration>> {
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO gates (key, last_at) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at
+             WHERE gates.last_at <= ?3",
+        )
+        .and_then(|mut s| s.execute(params![key, micros(now), micros(now - interval)]))
+        .map_err(other)?;
+    if changed == 1 {
+        return Ok(None);
+    }
+    let last: i64 = conn
+        .prepare_cached("SELECT last_at FROM gates WHERE key = ?1")
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)))
+        .map_err(other)?;
+    let opens = last + interval.whole_microseconds() as i64;
+    Ok(Some(time::Duration::microseconds(opens - micros(now))))
+}
+
+/// A [`GuardedWrite`] the writer thread can own.
+enum OwnedWrite {
+    Nothing,
+    Insert {
+        v: Verification,
+        events: Vec<EventKind>,
+        job: Option<(Vec<u8>, OffsetDateTime)>,
+    },
+    Update {
+        v: Verification,
+        events: Vec<EventKind>,
+    },
+}
+
+impl From<GuardedWrite<'_>> for OwnedWrite {
+    fn from(w: GuardedWrite<'_>) -> Self {
+        match w {
+            GuardedWrite::Nothing => OwnedWrite::Nothing,
+            GuardedWrite::Insert {
+                verification,
+                events,
+                job,
+            } => OwnedWrite::Insert {
+                v: verification.clone(),
+                events: events.to_vec(),
+                job: job.map(|j| (j.payload.to_vec(), j.lease_until)),
+            },
+            GuardedWrite::Update {
+                verification,
+                events,
+            } => OwnedWrite::Update {
+                v: verification.clone(),
+                events: events.to_vec(),
+            },
+        }
+    }
+}
+
 fn insert_attempt(conn: &Connection, a: &DeliveryAttempt) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO delivery_attempts (verification_id, route, channel, message_id, outcome, at)
@@ -594,21 +744,7 @@ impl Store for SqliteStore {
         let payload = payload.to_vec();
         self.write(move |conn| {
             let aborted = insert_verification_tx(conn, &v, &[])?;
-            conn.prepare_cached(
-                "INSERT INTO delivery_jobs (verification_id, app, payload, state, attempts, next_attempt_at, created_at)
-                 VALUES (?1, ?2, ?3, 'pending', 1, ?4, ?5)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    v.id.as_bytes().as_slice(),
-                    v.app,
-                    payload,
-                    micros(lease_until),
-                    micros(v.created_at)
-                ])
-            })
-            .map_err(other)?;
-            Ok((aborted, conn.last_insert_rowid()))
+            Ok((aborted, insert_job_tx(conn, &v, &payload, lease_until)?))
         })
         .await
     }
@@ -732,15 +868,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let copy = v.clone();
         let events = events.to_vec();
-        self.write(move |conn| {
-            cas_update(conn, &copy)?;
-            let now = copy.finished_at.unwrap_or(copy.created_at);
-            for kind in events {
-                enqueue(conn, &copy, kind, now)?;
-            }
-            Ok(())
-        })
-        .await?;
+        self.write(move |conn| update_tx(conn, &copy, &events))
+            .await?;
         v.version += 1;
         Ok(())
     }
@@ -952,35 +1081,67 @@ impl Store for SqliteStore {
 
     async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
         let ops = ops.to_vec();
-        self.write(move |conn| {
-            let now_us = micros(now);
-            let mut sums = Vec::with_capacity(ops.len());
-            for op in &ops {
-                let width = op.bucket.whole_microseconds().max(1) as i64;
-                let window = op.window.whole_microseconds().max(1) as i64;
-                let bucket = now_us.div_euclid(width) * width;
-                if op.amount != 0 {
-                    conn.prepare_cached(
-                        "INSERT INTO counters (key, bucket, value, expires_at) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (key, bucket) DO UPDATE SET value = value + excluded.value",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![op.key, bucket, op.amount, bucket + width + window])
-                    })
-                    .map_err(other)?;
+        self.write(move |conn| ops.iter().map(|op| bump_tx(conn, op, now)).collect())
+            .await
+    }
+
+    async fn counter_sums(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
+        let ops = ops.to_vec();
+        self.read(move |conn| {
+            ops.iter()
+                .map(|op| counter_sum(conn, op, now).map_err(anyhow::Error::from))
+                .collect()
+        })
+        .await
+    }
+
+    async fn guarded_write(
+        &self,
+        guard: &Guard,
+        write: GuardedWrite<'_>,
+        now: OffsetDateTime,
+    ) -> StoreResult<GuardOutcome> {
+        let guard = guard.clone();
+        let write = OwnedWrite::from(write);
+        self.write_or_undo(move |conn| {
+            if let Some(gate) = &guard.gate
+                && let Some(wait) = gate_tx(conn, &gate.key, gate.interval, now)?
+            {
+                return Ok((GuardOutcome::Refused(Refusal::Gate { wait }), false));
+            }
+            let mut sums = Vec::with_capacity(guard.counters.len());
+            for (index, c) in guard.counters.iter().enumerate() {
+                let sum = bump_tx(conn, &c.op, now)?;
+                if c.max.is_some_and(|max| sum > max) {
+                    return Ok((GuardOutcome::Refused(Refusal::Limit { index, sum }), false));
                 }
-                let sum: i64 = conn
-                    .prepare_cached(
-                        "SELECT COALESCE(SUM(value), 0) FROM counters
-                         WHERE key = ?1 AND bucket + ?2 > ?3 AND bucket <= ?4",
-                    )
-                    .and_then(|mut s| {
-                        s.query_row(params![op.key, width, now_us - window, now_us], |r| r.get(0))
-                    })
-                    .map_err(other)?;
                 sums.push(sum);
             }
-            Ok(sums)
+            let (superseded, job_id) = match write {
+                OwnedWrite::Nothing => (Vec::new(), None),
+                OwnedWrite::Insert { v, events, job } => {
+                    let superseded = insert_verification_tx(conn, &v, &events)?;
+                    let job_id = match job {
+                        Some((payload, lease_until)) => {
+                            Some(insert_job_tx(conn, &v, &payload, lease_until)?)
+                        }
+                        None => None,
+                    };
+                    (superseded, job_id)
+                }
+                OwnedWrite::Update { v, events } => {
+                    update_tx(conn, &v, &events)?;
+                    (Vec::new(), None)
+                }
+            };
+            Ok((
+                GuardOutcome::Passed {
+                    sums,
+                    superseded,
+                    job_id,
+                },
+                true,
+            ))
         })
         .await
     }
@@ -992,27 +1153,8 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
     ) -> StoreResult<Option<time::Duration>> {
         let key = key.to_string();
-        self.write(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "INSERT INTO gates (key, last_at) VALUES (?1, ?2)
-                     ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at
-                     WHERE gates.last_at <= ?3",
-                )
-                .and_then(|mut s| s.execute(params![key, micros(now), micros(now - interval)]))
-                .map_err(other)?;
-            if changed == 1 {
-                return Ok(None);
-            }
-            let last: i64 = conn
-                .query_row("SELECT last_at FROM gates WHERE key = ?1", [&key], |r| {
-                    r.get(0)
-                })
-                .map_err(other)?;
-            let opens = last + interval.whole_microseconds() as i64;
-            Ok(Some(time::Duration::microseconds(opens - micros(now))))
-        })
-        .await
+        self.write(move |conn| gate_tx(conn, &key, interval, now))
+            .await
     }
 
     async fn take_token(

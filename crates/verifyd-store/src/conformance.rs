@@ -21,8 +21,9 @@ use verifyd_core::{
 };
 
 use crate::{
-    Application, Block, CounterOp, DeliveryAttempt, EventKind, EventState, MinAuth, OutboxEvent,
-    Store, StoreError,
+    Application, Block, CounterOp, DeliveryAttempt, EventKind, EventState, GateOp, Guard,
+    GuardOutcome, GuardedWrite, LimitedCounter, MinAuth, NewJob, OutboxEvent, Refusal, Store,
+    StoreError,
 };
 
 /// The instant every story starts at.
@@ -58,7 +59,11 @@ macro_rules! conformance_tests {
             a_job_is_queued_with_the_start_and_leased_to_its_sender,
             a_refused_start_queues_no_job,
             concurrent_job_claims_never_hand_out_a_job_twice,
-            attempts_are_recorded_and_found_by_message_id
+            attempts_are_recorded_and_found_by_message_id,
+            counter_sums_read_without_counting,
+            a_guarded_start_passes_or_changes_nothing,
+            concurrent_guarded_starts_stop_exactly_at_the_limit,
+            a_guarded_update_checks_the_budget_and_the_version
         );
     };
     (@each $make:path, $($story:ident),+) => {
@@ -1156,4 +1161,277 @@ pub async fn attempts_are_recorded_and_found_by_message_id(store: Arc<dyn Store>
             .unwrap()
             .is_none()
     );
+}
+
+/// `counter_sums` sees what was bumped and changes nothing.
+pub async fn counter_sums_read_without_counting(store: Arc<dyn Store>) {
+    let (day, hour) = (Duration::days(1), Duration::hours(1));
+    store
+        .bump_counters(&[op("read", 4, day, hour)], T0)
+        .await
+        .unwrap();
+    let read = [op("read", 100, day, hour), op("never", 7, day, hour)];
+    assert_eq!(store.counter_sums(&read, T0).await.unwrap(), vec![4, 0]);
+    assert_eq!(store.counter_sums(&read, T0).await.unwrap(), vec![4, 0]);
+    assert_eq!(
+        store
+            .counter_sums(&read, T0 + Duration::hours(25))
+            .await
+            .unwrap(),
+        vec![0, 0],
+        "outside the window"
+    );
+}
+
+fn limited(key: &str, amount: i64, max: Option<i64>) -> LimitedCounter {
+    LimitedCounter {
+        op: op(key, amount, Duration::hours(1), Duration::minutes(1)),
+        max,
+    }
+}
+
+fn start_guard(number: &str) -> Guard {
+    Guard {
+        gate: Some(GateOp {
+            key: format!("gate:{number}"),
+            interval: Duration::seconds(1),
+        }),
+        counters: vec![
+            limited(&format!("wrong:{number}"), 0, Some(2)),
+            limited(&format!("starts:{number}"), 1, Some(2)),
+        ],
+    }
+}
+
+async fn guarded_insert(store: &Arc<dyn Store>, guard: &Guard, v: &Verification) -> GuardOutcome {
+    store
+        .guarded_write(
+            guard,
+            GuardedWrite::Insert {
+                verification: v,
+                events: &[],
+                job: Some(NewJob {
+                    payload: b"sealed",
+                    lease_until: v.created_at + Duration::seconds(30),
+                }),
+            },
+            v.created_at,
+        )
+        .await
+        .unwrap()
+}
+
+/// A guarded start passes the gate, counts, inserts, supersedes and queues its job in one
+/// go; a refused one (gate closed, a limit reached) leaves no trace: no verification, no job,
+/// no count, the gate untouched.
+pub async fn a_guarded_start_passes_or_changes_nothing(store: Arc<dyn Store>) {
+    let number = "+46700000061";
+    let guard = start_guard(number);
+    let first = sms("app", number, 61);
+    let GuardOutcome::Passed {
+        sums,
+        superseded,
+        job_id,
+    } = guarded_insert(&store, &guard, &first).await
+    else {
+        panic!("the first start passes");
+    };
+    assert_eq!(sums, vec![0, 1]);
+    assert!(superseded.is_empty());
+    assert!(job_id.is_some());
+    assert_eq!(
+        store.verification("app", first.id).await.unwrap(),
+        Some(first.clone())
+    );
+
+    // 400 ms later the gate is closed: nothing happens.
+    let mut early = sms("app", number, 62);
+    early.created_at = T0 + Duration::milliseconds(400);
+    assert_eq!(
+        guarded_insert(&store, &guard, &early).await,
+        GuardOutcome::Refused(Refusal::Gate {
+            wait: Duration::milliseconds(600)
+        })
+    );
+    assert!(store.verification("app", early.id).await.unwrap().is_none());
+    let counters = [guard.counters[1].op.clone()];
+    assert_eq!(
+        store
+            .counter_sums(&counters, early.created_at)
+            .await
+            .unwrap(),
+        vec![1]
+    );
+
+    // A second later it passes and supersedes the first.
+    let mut second = sms("app", number, 63);
+    second.created_at = T0 + Duration::seconds(1);
+    let GuardOutcome::Passed { superseded, .. } = guarded_insert(&store, &guard, &second).await
+    else {
+        panic!("the second start passes");
+    };
+    assert_eq!(superseded.len(), 1);
+    assert_eq!(superseded[0].id, first.id);
+    assert_eq!(superseded[0].status, Status::Aborted);
+
+    // The third start exceeds starts <= 2: refused, and the gate it passed is rolled back
+    // with it (a later start in the same second is refused by the limit, not the gate).
+    let mut third = sms("app", number, 64);
+    third.created_at = T0 + Duration::seconds(2);
+    assert_eq!(
+        guarded_insert(&store, &guard, &third).await,
+        GuardOutcome::Refused(Refusal::Limit { index: 1, sum: 3 })
+    );
+    let mut fourth = sms("app", number, 65);
+    fourth.created_at = T0 + Duration::seconds(2) + Duration::milliseconds(10);
+    assert_eq!(
+        guarded_insert(&store, &guard, &fourth).await,
+        GuardOutcome::Refused(Refusal::Limit { index: 1, sum: 3 })
+    );
+    assert!(store.verification("app", third.id).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .verification_by_identity("app", Method::Sms, number)
+            .await
+            .unwrap()
+            .map(|v| v.id),
+        Some(second.id)
+    );
+    // One job per passed start; the refused ones queued none.
+    let jobs = store
+        .claim_jobs(T0 + Duration::hours(1), T0 + Duration::hours(2), 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    // A read-only check that is already over its limit refuses too.
+    let exhausted = Guard {
+        gate: None,
+        counters: vec![limited("spent", 3, None), limited("spent", 0, Some(2))],
+    };
+    assert_eq!(
+        store
+            .guarded_write(&exhausted, GuardedWrite::Nothing, T0)
+            .await
+            .unwrap(),
+        GuardOutcome::Refused(Refusal::Limit { index: 1, sum: 3 })
+    );
+    assert_eq!(
+        store
+            .counter_sums(&[exhausted.counters[0].op.clone()], T0)
+            .await
+            .unwrap(),
+        vec![0],
+        "the refused guard's own earlier bump is rolled back too"
+    );
+}
+
+/// Twenty guarded starts race for a limit of five: exactly five pass.
+pub async fn concurrent_guarded_starts_stop_exactly_at_the_limit(store: Arc<dyn Store>) {
+    let handles: Vec<_> = (0..20u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let v = sms("app", &format!("+467000001{i:02}"), 100 + i);
+                let guard = Guard {
+                    gate: None,
+                    counters: vec![limited("app-starts", 1, Some(5))],
+                };
+                let passed = matches!(
+                    guarded_insert(&store, &guard, &v).await,
+                    GuardOutcome::Passed { .. }
+                );
+                let stored = store.verification("app", v.id).await.unwrap().is_some();
+                assert_eq!(passed, stored, "stored exactly when it passed");
+                passed
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for h in handles {
+        passed += usize::from(h.await.unwrap());
+    }
+    assert_eq!(passed, 5);
+    assert_eq!(
+        store
+            .counter_sums(
+                &[op(
+                    "app-starts",
+                    0,
+                    Duration::hours(1),
+                    Duration::minutes(1)
+                )],
+                T0
+            )
+            .await
+            .unwrap(),
+        vec![5]
+    );
+}
+
+/// A guarded update counts a wrong guess with the write; a stale one changes nothing (not
+/// even the count); an exhausted budget refuses the write.
+pub async fn a_guarded_update_checks_the_budget_and_the_version(store: Arc<dyn Store>) {
+    let v = sms("app", "+46700000071", 71);
+    store.insert_verification(&v, &[]).await.unwrap();
+    let budget = |max| Guard {
+        gate: None,
+        counters: vec![limited("wrong:+46700000071", 1, Some(max))],
+    };
+    let mut changed = v.clone();
+    changed.report("000000", Source::Manual, &hasher(), T0);
+    let outcome = store
+        .guarded_write(
+            &budget(2),
+            GuardedWrite::Update {
+                verification: &changed,
+                events: &[],
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(outcome, GuardOutcome::Passed { ref sums, .. } if sums == &vec![1]));
+    // The same stale copy again: a version conflict, and the guess is not counted.
+    assert!(matches!(
+        store
+            .guarded_write(
+                &budget(2),
+                GuardedWrite::Update {
+                    verification: &changed,
+                    events: &[],
+                },
+                T0,
+            )
+            .await,
+        Err(StoreError::Conflict {
+            constraint: "version"
+        })
+    ));
+    let stored = store.verification("app", v.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, v.version + 1);
+    assert_eq!(
+        store
+            .counter_sums(&[budget(1).counters[0].op.clone()], T0)
+            .await
+            .unwrap(),
+        vec![1]
+    );
+    // With a budget of 1, used: another wrong guess is refused and the verification is unchanged.
+    let mut again = stored.clone();
+    again.report("111111", Source::Manual, &hasher(), T0);
+    assert_eq!(
+        store
+            .guarded_write(
+                &budget(1),
+                GuardedWrite::Update {
+                    verification: &again,
+                    events: &[],
+                },
+                T0,
+            )
+            .await
+            .unwrap(),
+        GuardOutcome::Refused(Refusal::Limit { index: 0, sum: 2 })
+    );
+    assert_eq!(store.verification("app", v.id).await.unwrap(), Some(stored));
 }

@@ -196,6 +196,101 @@ pub struct CounterOp {
     pub bucket: time::Duration,
 }
 
+/// A counter bump with an optional ceiling: the guarded write is refused when the windowed
+/// sum after the bump exceeds `max`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitedCounter {
+    /// The bump (amount 0 only checks).
+    pub op: CounterOp,
+    /// The most the sum may reach; `None`: only counted.
+    pub max: Option<i64>,
+}
+
+/// A gate inside a guard: passes at most once per `interval` for `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateOp {
+    /// The gate (`gate:app:+4670…`).
+    pub key: String,
+    /// How far apart passes must be.
+    pub interval: time::Duration,
+}
+
+/// Checks and counts that a write depends on, run in the write's own transaction: first
+/// the gate, then each counter in order. The first that refuses rolls everything back (the
+/// gate is not passed, nothing is counted, nothing is written).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// An optional gate, checked first.
+    pub gate: Option<GateOp>,
+    /// Counters, bumped and checked in order.
+    pub counters: Vec<LimitedCounter>,
+}
+
+/// A delivery job to queue with an insert, leased to the caller until `lease_until`.
+#[derive(Debug, Clone, Copy)]
+pub struct NewJob<'a> {
+    /// The sealed message.
+    pub payload: &'a [u8],
+    /// Until when the caller holds it (it delivers at once; anyone may after).
+    pub lease_until: OffsetDateTime,
+}
+
+/// The write a [`Guard`] protects.
+#[derive(Debug, Clone, Copy)]
+pub enum GuardedWrite<'a> {
+    /// Nothing but the guard's own gate and counters.
+    Nothing,
+    /// [`Store::insert_verification`] (with a delivery job when `job` is set).
+    Insert {
+        /// The new verification.
+        verification: &'a Verification,
+        /// Events about it.
+        events: &'a [EventKind],
+        /// Its delivery job.
+        job: Option<NewJob<'a>>,
+    },
+    /// [`Store::update_verification`]: the caller bumps `version` once it passed.
+    Update {
+        /// The changed verification (with the version it was read at).
+        verification: &'a Verification,
+        /// Events about it.
+        events: &'a [EventKind],
+    },
+}
+
+/// Why a guard refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The gate is closed for this long.
+    Gate {
+        /// Until it opens.
+        wait: time::Duration,
+    },
+    /// `counters[index]` would exceed its `max`: its sum would have been `sum`.
+    Limit {
+        /// Which counter.
+        index: usize,
+        /// The sum with this bump.
+        sum: i64,
+    },
+}
+
+/// What a guarded write did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GuardOutcome {
+    /// Everything was written.
+    Passed {
+        /// Each counter's windowed sum after its bump, in order.
+        sums: Vec<i64>,
+        /// Insert: the verifications it superseded (ABORTED), as they are now.
+        superseded: Vec<Verification>,
+        /// Insert with a job: the job's id.
+        job_id: Option<i64>,
+    },
+    /// Nothing was written.
+    Refused(Refusal),
+}
+
 /// A temporary block of a key (an SMS-pumping prefix, say), visible to operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
@@ -448,6 +543,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies counter updates atomically and returns, for each, the windowed sum after it.
     async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>>;
+
+    /// The windowed sums of counters, read without changing them (amounts are ignored).
+    async fn counter_sums(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>>;
+
+    /// Runs `guard` and, if it passes, `write`, all in one transaction: one round trip (and
+    /// one commit) for a start's or a report's rate checks and its write.
+    ///
+    /// # Errors
+    /// As the write's own method: `Conflict { constraint: "reference" }` for an insert whose
+    /// reference is taken, `Conflict { constraint: "version" }` for a stale update (the guard
+    /// is rolled back with it).
+    async fn guarded_write(
+        &self,
+        guard: &Guard,
+        write: GuardedWrite<'_>,
+        now: OffsetDateTime,
+    ) -> StoreResult<GuardOutcome>;
 
     /// A gate that lets one pass per `interval` for `key`: if the last pass was at least
     /// `interval` ago (or never), records `now` and returns `None`; otherwise returns how long
