@@ -288,17 +288,49 @@ fn backoff(
 
 /// Dispatches one job from its current route; records attempts and the outcome.
 pub async fn dispatch(state: &AppState, job: DeliveryJob) {
+    run(state, job, None, None).await;
+}
+
+/// Runs the job a start just queued, for the verification it just stored (no need to read
+/// it back). `handed_over` fires once a channel accepted a message whose sending needs no
+/// further change to the verification; the job's completion is then written while the
+/// start is answered. (Should the node die before that write, the job runs again after its
+/// lease: at least once, the same sealed message.) Otherwise it fires when the job ends.
+pub async fn dispatch_started(
+    state: &AppState,
+    job: DeliveryJob,
+    verification: Verification,
+    handed_over: tokio::sync::oneshot::Sender<()>,
+) {
+    run(state, job, Some(verification), Some(handed_over)).await;
+}
+
+async fn run(
+    state: &AppState,
+    job: DeliveryJob,
+    verification: Option<Verification>,
+    handed_over: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     let id = job.id;
-    if let Err(e) = dispatch_inner(state, job).await {
+    if let Err(e) = dispatch_inner(state, job, verification, handed_over).await {
         // The lease runs out and the job is tried again.
         tracing::error!(job.id = id, error.cause_chain = ?e.internal, message = %e.message, "delivery job failed to run");
     }
 }
 
-async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiError> {
+async fn dispatch_inner(
+    state: &AppState,
+    job: DeliveryJob,
+    verification: Option<Verification>,
+    mut handed_over: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(), ApiError> {
     let store = &state.0.store;
     let d = &state.0.dispatcher;
-    let Some(mut v) = store.verification_by_id(job.verification_id).await? else {
+    let v = match verification {
+        Some(v) => Some(v),
+        None => store.verification_by_id(job.verification_id).await?,
+    };
+    let Some(mut v) = v else {
         store.finish_job(job.id).await?;
         return Ok(());
     };
@@ -358,6 +390,14 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
         match sent {
             Ok(Ok(delivery)) => {
                 crate::metrics::delivery(route.channel.name(), "sent");
+                let sms_delivered =
+                    delivery.delivered && message.method == Method::Sms && has_callback;
+                if delivery.call.is_none()
+                    && !sms_delivered
+                    && let Some(tx) = handed_over.take()
+                {
+                    let _ = tx.send(());
+                }
                 // Recorded (and the job finished) in one write, before anything else: a
                 // delivery report can only be matched once the message id is stored.
                 store
@@ -366,8 +406,6 @@ async fn dispatch_inner(state: &AppState, job: DeliveryJob) -> Result<(), ApiErr
                         &attempt("submitted".into(), delivery.message_id.clone()),
                     )
                     .await?;
-                let sms_delivered =
-                    delivery.delivered && message.method == Method::Sms && has_callback;
                 if delivery.call.is_some() || sms_delivered {
                     let events: &[EventKind] = if sms_delivered {
                         &[EventKind::SmsDelivered { successful: true }]
@@ -523,6 +561,9 @@ pub async fn worker_loop(state: AppState) {
     }
 }
 
+/// When a delivery report for a message not (yet) recorded is looked at again, ms apart.
+const RECEIPT_RECHECK_MS: [u64; 4] = [20, 200, 1000, 4000];
+
 /// Applies a delivery report: records it, and for SMS announces the delivery and marks a
 /// failed delivery `ERROR / SMS delivery failure` while the verification is still PENDING.
 pub async fn handle_receipt(state: &AppState, receipt: Receipt) -> Result<(), ApiError> {
@@ -531,9 +572,45 @@ pub async fn handle_receipt(state: &AppState, receipt: Receipt) -> Result<(), Ap
         .attempt_by_message(&receipt.channel, &receipt.message_id)
         .await?
     else {
-        tracing::info!(channel = %receipt.channel, "delivery report for an unknown message");
+        // A fast provider can report before the node that sent the message has recorded
+        // its id (that write follows the provider's acceptance): look again a little later.
+        let state = state.clone();
+        tokio::spawn(async move {
+            for delay_ms in RECEIPT_RECHECK_MS {
+                tokio::time::sleep(StdDuration::from_millis(delay_ms)).await;
+                match state
+                    .0
+                    .store
+                    .attempt_by_message(&receipt.channel, &receipt.message_id)
+                    .await
+                {
+                    Ok(Some(attempt)) => {
+                        if let Err(e) = apply_receipt(&state, attempt, receipt).await {
+                            tracing::error!(message = %e.message, "could not apply a delivery report");
+                        }
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not look up a delivery report's message");
+                        return;
+                    }
+                }
+            }
+            tracing::info!(channel = %receipt.channel, "delivery report for an unknown message");
+        });
         return Ok(());
     };
+    apply_receipt(state, attempt, receipt).await
+}
+
+/// Applies a delivery report about `attempt`.
+async fn apply_receipt(
+    state: &AppState,
+    attempt: DeliveryAttempt,
+    receipt: Receipt,
+) -> Result<(), ApiError> {
+    let store = &state.0.store;
     let Some(mut v) = store.verification_by_id(attempt.verification_id).await? else {
         return Ok(());
     };

@@ -16,7 +16,7 @@ use time::{Duration, OffsetDateTime};
 use verifyd_api::ErrorCode;
 use verifyd_core::phone::LineType;
 use verifyd_core::{Method, PhoneNumber, Reason};
-use verifyd_store::{Block, CounterOp, Store};
+use verifyd_store::{Block, CounterOp, GateOp, Guard, LimitedCounter, Refusal, Store};
 
 use crate::error::ApiError;
 
@@ -141,8 +141,10 @@ pub struct TestNumber {
 #[derive(Debug, Clone)]
 pub struct FraudPolicy {
     min_start_interval: Duration,
-    starts_per_hour: u32,
-    starts_per_day: u32,
+    /// Starts per number per hour (0: no limit).
+    pub(crate) starts_per_hour: u32,
+    /// Starts per number per day (0: no limit).
+    pub(crate) starts_per_day: u32,
     wrong_codes_per_day: u32,
     /// (rate, burst) per application, if on.
     pub app_rate: Option<(f64, f64)>,
@@ -339,14 +341,6 @@ pub fn hit(rule: &'static str, action: &'static str) {
     metrics::counter!("verifyd_rule_hits_total", "rule" => rule, "action" => action).increment(1);
 }
 
-/// A refusal with its DENIED reason (if the verification is recorded) and the answer.
-pub struct Refusal {
-    /// The reason recorded on a DENIED verification; `None` for plain rate-limit answers.
-    pub record: Option<Reason>,
-    /// The error answered.
-    pub error: ApiError,
-}
-
 fn matches_prefix(list: &[String], number: &str) -> bool {
     list.iter().any(|p| number.starts_with(p.as_str()))
 }
@@ -405,129 +399,72 @@ impl FraudPolicy {
         Ok(())
     }
 
-    /// Per-number start limits and the wrong-code budget (consumes a start slot).
-    pub async fn number_limits(
-        &self,
-        store: &dyn Store,
-        app: &str,
-        number: &PhoneNumber,
-        now: OffsetDateTime,
-    ) -> Result<Result<(), (&'static str, ApiError)>, ApiError> {
+    /// The checks a start must pass, as one [`Guard`] for the start's own write: the gate
+    /// between starts to the number, the number's wrong-code budget, its starts per hour and
+    /// per day, and (unless the number is allow-listed) the SMS-pumping counts and the spend
+    /// cap. A refusal changes nothing, so a refused start is not counted.
+    pub fn start_guard(&self, app: &str, number: &PhoneNumber, amount: f64) -> StartGuard {
         let n = number.as_str();
-        if self.min_start_interval > Duration::ZERO
-            && let Some(wait) = store
-                .pass_gate(&format!("gate:{app}:{n}"), self.min_start_interval, now)
-                .await?
-        {
-            return Ok(Err((
-                "min_start_interval",
-                too_quickly(
-                    "Cannot initiate verification to the same number too quickly".into(),
-                    wait,
-                ),
-            )));
-        }
-        // One round trip: the wrong-code budget (read) and this start counted per hour / day.
-        let counting = self.starts_per_hour > 0 || self.starts_per_day > 0;
-        let mut ops = vec![wrong_codes_op(app, n, 0)];
-        if counting {
-            ops.push(CounterOp {
-                key: format!("starts:h:{app}:{n}"),
-                amount: 1,
-                window: Duration::hours(1),
-                bucket: Duration::minutes(1),
-            });
-            ops.push(CounterOp {
-                key: format!("starts:d:{app}:{n}"),
-                amount: 1,
-                window: Duration::days(1),
-                bucket: Duration::hours(1),
+        let mut g = StartGuard::default();
+        if self.min_start_interval > Duration::ZERO {
+            g.guard.gate = Some(GateOp {
+                key: format!("gate:{app}:{n}"),
+                interval: self.min_start_interval,
             });
         }
-        let sums = store.bump_counters(&ops, now).await?;
-        if self.wrong_codes_per_day > 0 && sums[0] >= i64::from(self.wrong_codes_per_day) {
-            return Ok(Err((
-                "wrong_code_budget",
-                too_quickly(
-                    "Too many wrong codes for this number; try again later.".into(),
-                    Duration::hours(1),
-                ),
-            )));
+        if self.wrong_codes_per_day > 0 {
+            g.push(
+                StartLimit::WrongCodes,
+                wrong_codes_op(app, n, 0),
+                Some(i64::from(self.wrong_codes_per_day) - 1),
+            );
         }
-        if counting {
-            let counts = &sums[1..];
-            if self.starts_per_hour > 0 && counts[0] > i64::from(self.starts_per_hour) {
-                return Ok(Err((
-                    "starts_per_number_hour",
-                    too_quickly(
-                        format!(
-                            "Cannot initiate more than {} verifications to the same number per hour",
-                            self.starts_per_hour
-                        ),
-                        Duration::minutes(1),
-                    ),
-                )));
-            }
-            if self.starts_per_day > 0 && counts[1] > i64::from(self.starts_per_day) {
-                return Ok(Err((
-                    "starts_per_number_day",
-                    too_quickly(
-                        format!(
-                            "Cannot initiate more than {} verifications to the same number per day",
-                            self.starts_per_day
-                        ),
-                        Duration::hours(1),
-                    ),
-                )));
-            }
+        if self.starts_per_hour > 0 {
+            g.push(
+                StartLimit::PerHour,
+                CounterOp {
+                    key: format!("starts:h:{app}:{n}"),
+                    amount: 1,
+                    window: Duration::hours(1),
+                    bucket: Duration::minutes(1),
+                },
+                Some(i64::from(self.starts_per_hour)),
+            );
         }
-        Ok(Ok(()))
+        if self.starts_per_day > 0 {
+            g.push(
+                StartLimit::PerDay,
+                CounterOp {
+                    key: format!("starts:d:{app}:{n}"),
+                    amount: 1,
+                    window: Duration::days(1),
+                    bucket: Duration::hours(1),
+                },
+                Some(i64::from(self.starts_per_day)),
+            );
+        }
+        if self.allow_listed(number) {
+            return g;
+        }
+        if let Some(p) = &self.pumping {
+            let [starts, _, base] = pumping_ops(app, &pumping_prefix(number, p.prefix_digits), p);
+            g.push(StartLimit::Counted, starts, None);
+            g.push(StartLimit::Counted, base, None);
+        }
+        if self.daily_spend_cap > 0.0 && amount > 0.0 {
+            // Micro-units of the currency, summed in a UTC-day bucket.
+            g.push(
+                StartLimit::Spend,
+                spend_op(app, (amount * 1e6).round() as i64),
+                Some((self.daily_spend_cap * 1e6).round() as i64),
+            );
+        }
+        g
     }
 
-    /// Reserves one guess from the number's wrong-code budget. `Err` answers the report
-    /// (budget exhausted); the caller gives the guess back if the code was right.
-    pub async fn reserve_guess(
-        &self,
-        store: &dyn Store,
-        app: &str,
-        number: &str,
-        now: OffsetDateTime,
-    ) -> Result<Result<bool, ApiError>, ApiError> {
-        if self.wrong_codes_per_day == 0 {
-            return Ok(Ok(false));
-        }
-        let used = store
-            .bump_counters(&[wrong_codes_op(app, number, 1)], now)
-            .await?[0];
-        if used > i64::from(self.wrong_codes_per_day) {
-            store
-                .bump_counters(&[wrong_codes_op(app, number, -1)], now)
-                .await?;
-            return Ok(Err(too_quickly(
-                "Too many wrong codes for this number; try again later.".into(),
-                Duration::hours(1),
-            )));
-        }
-        Ok(Ok(true))
-    }
-
-    /// Gives back a guess reserved with [`Self::reserve_guess`] (the code was right, or the
-    /// report did not compare a code).
-    pub async fn refund_guess(
-        &self,
-        store: &dyn Store,
-        app: &str,
-        number: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), ApiError> {
-        store
-            .bump_counters(&[wrong_codes_op(app, number, -1)], now)
-            .await?;
-        Ok(())
-    }
-
-    /// SMS pumping: refuses starts to a blocked prefix; otherwise counts this start and
-    /// blocks the prefix when its velocity and conversion say pumping.
+    /// SMS pumping, before a start: refuses starts to a blocked prefix, and blocks the prefix
+    /// when this start would make its velocity and conversion say pumping. Reads only (the
+    /// start's guard counts it), so concurrent starts may overshoot the threshold by a few.
     pub async fn pumping(
         &self,
         store: &dyn Store,
@@ -544,31 +481,14 @@ impl FraudPolicy {
             return Ok(Err("sms_pumping_block"));
         }
         let counts = store
-            .bump_counters(
-                &[
-                    CounterOp {
-                        key: format!("pump:starts:{app}:{prefix}"),
-                        amount: 1,
-                        window: p.window,
-                        bucket: Duration::minutes(1),
-                    },
-                    CounterOp {
-                        key: format!("pump:ok:{app}:{prefix}"),
-                        amount: 0,
-                        window: p.window,
-                        bucket: Duration::minutes(1),
-                    },
-                    CounterOp {
-                        key: format!("pump:base:{app}:{prefix}"),
-                        amount: 1,
-                        window: p.baseline,
-                        bucket: Duration::hours(1),
-                    },
-                ],
-                now,
-            )
+            .counter_sums(&pumping_ops(app, &prefix, p), now)
             .await?;
-        let (velocity, successes, history) = (counts[0] as f64, counts[1] as f64, counts[2] as f64);
+        // This start included.
+        let (velocity, successes, history) = (
+            counts[0] as f64 + 1.0,
+            counts[1] as f64,
+            counts[2] as f64 + 1.0,
+        );
         // The prefix's own baseline: its average per window over the baseline period,
         // leaving out the current window.
         let windows = (p.baseline.as_seconds_f64() / p.window.as_seconds_f64() - 1.0).max(1.0);
@@ -610,57 +530,165 @@ impl FraudPolicy {
         Ok(Ok(()))
     }
 
-    /// Counts a success for the pumping conversion rate.
-    pub async fn converted(
+    /// The checks a report's write carries: the number's wrong-code budget (a wrong guess
+    /// spends one, a right one needs the budget not to be exhausted) and, for a verified
+    /// code, the SMS-pumping conversion count. Empty for numbers without a budget.
+    pub fn report_guard(
         &self,
-        store: &dyn Store,
         app: &str,
         number: &PhoneNumber,
-        now: OffsetDateTime,
-    ) -> Result<(), ApiError> {
-        if let Some(p) = &self.pumping {
-            let prefix = pumping_prefix(number, p.prefix_digits);
-            store
-                .bump_counters(
-                    &[CounterOp {
-                        key: format!("pump:ok:{app}:{prefix}"),
-                        amount: 1,
-                        window: p.window,
-                        bucket: Duration::minutes(1),
-                    }],
-                    now,
-                )
-                .await?;
+        guessed_wrong: bool,
+        verified: bool,
+    ) -> Guard {
+        let mut guard = Guard::default();
+        if self.wrong_codes_per_day > 0 {
+            let budget = i64::from(self.wrong_codes_per_day);
+            guard.counters.push(LimitedCounter {
+                op: wrong_codes_op(app, number.as_str(), i64::from(guessed_wrong)),
+                max: Some(if guessed_wrong { budget } else { budget - 1 }),
+            });
         }
-        Ok(())
+        if verified && let Some(p) = &self.pumping {
+            let [_, ok, _] = pumping_ops(app, &pumping_prefix(number, p.prefix_digits), p);
+            guard.counters.push(LimitedCounter {
+                op: CounterOp { amount: 1, ..ok },
+                max: None,
+            });
+        }
+        guard
+    }
+}
+
+/// The answer to a report refused by its guard.
+pub fn wrong_code_budget_exhausted() -> ApiError {
+    too_quickly(
+        "Too many wrong codes for this number; try again later.".into(),
+        Duration::hours(1),
+    )
+}
+
+/// What each counter of a start's guard stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLimit {
+    /// The number's wrong-code budget (checked, not spent).
+    WrongCodes,
+    /// Starts to the number in the last hour.
+    PerHour,
+    /// Starts to the number in the last day.
+    PerDay,
+    /// Only counted (SMS-pumping velocity).
+    Counted,
+    /// The application's spend today.
+    Spend,
+}
+
+/// A start's [`Guard`] and what each of its counters means.
+#[derive(Debug, Clone, Default)]
+pub struct StartGuard {
+    /// Run with the start's write.
+    pub guard: Guard,
+    limits: Vec<StartLimit>,
+}
+
+/// How a start is refused.
+pub enum StartRefused {
+    /// Answered with this error, nothing recorded (rate limits).
+    Error(&'static str, ApiError),
+    /// Recorded as a DENIED verification with this reason.
+    Deny(&'static str, Reason),
+}
+
+impl StartGuard {
+    fn push(&mut self, limit: StartLimit, op: CounterOp, max: Option<i64>) {
+        self.guard.counters.push(LimitedCounter { op, max });
+        self.limits.push(limit);
     }
 
-    /// Adds `amount` to today's spend; refuses (and gives it back) past the cap.
-    pub async fn spend(
+    /// What a refusal of this guard answers, with the rule's name.
+    pub fn refused(
         &self,
-        store: &dyn Store,
-        app: &str,
-        amount: f64,
-        now: OffsetDateTime,
-    ) -> Result<bool, ApiError> {
-        if self.daily_spend_cap <= 0.0 || amount <= 0.0 {
-            return Ok(true);
-        }
-        // Micro-units of the currency, summed in a UTC-day bucket.
-        let micros = (amount * 1e6).round() as i64;
-        // One bucket per UTC day; the tiny window sums only the current day's bucket.
-        let op = |amount| CounterOp {
-            key: format!("spend:{app}"),
-            amount,
-            window: Duration::microseconds(1),
-            bucket: Duration::days(1),
+        refusal: Refusal,
+        starts_per_hour: u32,
+        starts_per_day: u32,
+    ) -> StartRefused {
+        let limit = match refusal {
+            Refusal::Gate { wait } => {
+                return StartRefused::Error(
+                    "min_start_interval",
+                    too_quickly(
+                        "Cannot initiate verification to the same number too quickly".into(),
+                        wait,
+                    ),
+                );
+            }
+            Refusal::Limit { index, .. } => self.limits.get(index).copied(),
         };
-        let total = store.bump_counters(&[op(micros)], now).await?[0];
-        if total as f64 > self.daily_spend_cap * 1e6 {
-            store.bump_counters(&[op(-micros)], now).await?;
-            return Ok(false);
+        match limit {
+            Some(StartLimit::WrongCodes) => {
+                StartRefused::Error("wrong_code_budget", wrong_code_budget_exhausted())
+            }
+            Some(StartLimit::PerHour) => StartRefused::Error(
+                "starts_per_number_hour",
+                too_quickly(
+                    format!(
+                        "Cannot initiate more than {starts_per_hour} verifications to the same number per hour"
+                    ),
+                    Duration::minutes(1),
+                ),
+            ),
+            Some(StartLimit::PerDay) => StartRefused::Error(
+                "starts_per_number_day",
+                too_quickly(
+                    format!(
+                        "Cannot initiate more than {starts_per_day} verifications to the same number per day"
+                    ),
+                    Duration::hours(1),
+                ),
+            ),
+            Some(StartLimit::Spend) => StartRefused::Deny("spend_cap", Reason::NotEnoughCredit),
+            Some(StartLimit::Counted) | None => StartRefused::Error(
+                "guard",
+                ApiError::internal(anyhow::anyhow!(
+                    "a start guard refused an unlimited counter"
+                )),
+            ),
         }
-        Ok(true)
+    }
+}
+
+/// The SMS-pumping counters of a prefix: starts and successes in the window, starts over
+/// the baseline period (amounts: this start counted, no success).
+fn pumping_ops(app: &str, prefix: &str, p: &Pumping) -> [CounterOp; 3] {
+    [
+        CounterOp {
+            key: format!("pump:starts:{app}:{prefix}"),
+            amount: 1,
+            window: p.window,
+            bucket: Duration::minutes(1),
+        },
+        CounterOp {
+            key: format!("pump:ok:{app}:{prefix}"),
+            amount: 0,
+            window: p.window,
+            bucket: Duration::minutes(1),
+        },
+        CounterOp {
+            key: format!("pump:base:{app}:{prefix}"),
+            amount: 1,
+            window: p.baseline,
+            bucket: Duration::hours(1),
+        },
+    ]
+}
+
+/// Today's spend of an application (one bucket per UTC day; the tiny window sums only the
+/// current day's bucket).
+fn spend_op(app: &str, micros: i64) -> CounterOp {
+    CounterOp {
+        key: format!("spend:{app}"),
+        amount: micros,
+        window: Duration::microseconds(1),
+        bucket: Duration::days(1),
     }
 }
 

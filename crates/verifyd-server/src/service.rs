@@ -18,13 +18,15 @@ use verifyd_core::{
     CallInfo, CallResult, CodeType, Method, Money, NewVerification, PhoneNumber, Reason,
     ReportOutcome, Source, Status, Verification, VerificationId,
 };
-use verifyd_store::{DeliveryJob, EventKind, StoreError};
+use verifyd_store::{
+    DeliveryJob, EventKind, GuardOutcome, GuardedWrite, NewJob, Refusal, StoreError,
+};
 
 use crate::auth::{AuthKind, Caller};
 use crate::callbacks::{self, Decision, RequestContext};
 use crate::config::{SeamlessKind, SeamlessProvider};
 use crate::error::ApiError;
-use crate::fraud::{self, TestOutcome};
+use crate::fraud::{self, StartGuard, StartRefused, TestOutcome};
 use crate::state::AppState;
 
 /// Longest accepted `custom` (characters).
@@ -207,7 +209,8 @@ pub async fn start(
         ));
     }
     let policy = state.policy(app).clone();
-    let id = state.with_rng(|rng| VerificationId::random(rng));
+    let started_at = state.now();
+    let id = state.with_rng(|rng| VerificationId::time_ordered(started_at, rng));
     // Validates every option before anything leaves the server.
     let mut plan = plan(state, method, &req, accept_language, &policy, id, None)?;
     let mut price = state
@@ -218,6 +221,9 @@ pub async fn start(
     let fraud = state.fraud(app);
     let test = fraud.test_numbers.get(number.as_str()).cloned();
     let mut denial = None;
+    // The rate checks and counts run in the start's own write (one commit), unless a
+    // request event comes first.
+    let mut guard = StartGuard::default();
     if let Some(t) = &test {
         // A test number: fixed code, scripted outcome, free, never sent, no rules.
         price.amount = 0.0;
@@ -226,7 +232,22 @@ pub async fn start(
             denial = Some(Reason::Fraud);
         }
     } else {
-        denial = check_rules(state, app, method, &number, price.amount).await?;
+        match check_rules(state, app, method, &number, price.amount).await? {
+            Ok(g) => guard = g,
+            Err(reason) => denial = Some(reason),
+        }
+    }
+    if denial.is_none() && known.app.callback_url.is_some() {
+        // The backend is asked only about starts that pass the rate checks.
+        let g = std::mem::take(&mut guard);
+        let outcome = state
+            .0
+            .store
+            .guarded_write(&g.guard, GuardedWrite::Nothing, state.now())
+            .await?;
+        if let GuardOutcome::Refused(refusal) = outcome {
+            denial = Some(start_refused(state, app, &number, &g, refusal)?);
+        }
     }
     if denial.is_none() && known.app.callback_url.is_some() {
         let ctx = RequestContext {
@@ -295,32 +316,10 @@ pub async fn start(
         now,
     );
     if let Some(reason) = denial {
-        verification.deny(reason, now);
-        state
-            .0
-            .store
-            .insert_verification(&verification, &[EventKind::Result])
-            .await?;
-        state.0.callbacks.notify.notify_one();
-        crate::metrics::finished(&verification);
-        tracing::info!(verification.id = %id, app = %app, method = %method, number = %number.masked(), reason = %reason, "verification denied at start");
-        return Err(match reason {
-            Reason::DeniedByCallback => {
-                ApiError::new(ErrorCode::Forbidden, "Verification denied by callback.")
-            }
-            Reason::NotEnoughCredit => {
-                ApiError::new(ErrorCode::NotEnoughCredit, "Not enough credit")
-            }
-            Reason::Blocked => ApiError::new(ErrorCode::Forbidden, "Identity is blacklisted."),
-            Reason::DestinationDenied => ApiError::new(ErrorCode::Forbidden, "Destination denied."),
-            _ => ApiError::new(
-                ErrorCode::Forbidden,
-                format!("Verification denied: {reason}."),
-            ),
-        });
+        return Err(record_denial(state, &mut verification, reason).await?);
     }
-    // The message to deliver is queued (sealed) in the same transaction as the verification,
-    // so an answered start is always delivered or its failure recorded.
+    // The message to deliver is queued (sealed) in the same transaction as the verification
+    // and its rate checks, so an answered start is always delivered or its failure recorded.
     let (superseded, job) = match &test {
         None => {
             let sealed = crate::delivery::seal(
@@ -330,11 +329,38 @@ pub async fn start(
                 plan.sms_fallback.as_ref(),
             )?;
             let lease_until = now + state.0.dispatcher.settings().lease;
-            let (superseded, job_id) = state
+            let outcome = state
                 .0
                 .store
-                .insert_verification_with_job(&verification, &sealed, lease_until)
+                .guarded_write(
+                    &guard.guard,
+                    GuardedWrite::Insert {
+                        verification: &verification,
+                        events: &[],
+                        job: Some(NewJob {
+                            payload: &sealed,
+                            lease_until,
+                        }),
+                    },
+                    now,
+                )
                 .await?;
+            let (superseded, job_id) = match outcome {
+                GuardOutcome::Passed {
+                    superseded,
+                    job_id: Some(job_id),
+                    ..
+                } => (superseded, job_id),
+                GuardOutcome::Passed { job_id: None, .. } => {
+                    return Err(ApiError::internal(anyhow::anyhow!(
+                        "the store queued no delivery job"
+                    )));
+                }
+                GuardOutcome::Refused(refusal) => {
+                    let reason = start_refused(state, app, &number, &guard, refusal)?;
+                    return Err(record_denial(state, &mut verification, reason).await?);
+                }
+            };
             let job = DeliveryJob {
                 id: job_id,
                 verification_id: verification.id,
@@ -378,12 +404,17 @@ pub async fn start(
         (None, Some(job)) => {
             // Hand the message to the channel now, in the background; answer once it is
             // handed over or after `inline_wait` (the job is safe in the store either way).
-            let task = tokio::spawn({
+            let (handed_over, handed) = tokio::sync::oneshot::channel();
+            tokio::spawn({
                 let state = state.clone();
-                async move { crate::delivery::dispatch(&state, job).await }
+                let verification = verification.clone();
+                async move {
+                    crate::delivery::dispatch_started(&state, job, verification, handed_over).await;
+                }
             });
             let wait = state.0.dispatcher.settings().inline_wait;
-            let _ = tokio::time::timeout(wait, task).await;
+            // Err (the job ended without handing over) answers just as well.
+            let _ = tokio::time::timeout(wait, handed).await;
         }
         (None, None) => {}
     }
@@ -641,49 +672,92 @@ fn plan(
     Ok(plan)
 }
 
-/// Runs the start rules for a number that is not a test number: the destination rules
-/// (unless allow-listed), the per-number limits, SMS pumping and the spend cap. Returns the
-/// DENIED reason to record, if any; rate-limit refusals are returned as errors.
+/// Runs the start rules for a number that is not a test number that need no write: the
+/// destination rules (unless allow-listed) and the SMS-pumping check. Returns the DENIED
+/// reason to record, or the guard (per-number limits, pumping counts, spend cap) for the
+/// start's write.
 async fn check_rules(
     state: &AppState,
     app: &str,
     method: Method,
     number: &PhoneNumber,
     amount: f64,
-) -> Result<Option<Reason>, ApiError> {
+) -> Result<Result<StartGuard, Reason>, ApiError> {
     let fraud = state.fraud(app);
-    let store = state.0.store.as_ref();
-    let now = state.now();
     let masked = number.masked();
-    let allow_listed = fraud.allow_listed(number);
-    if allow_listed {
+    if fraud.allow_listed(number) {
         fraud::hit("allowlist", "bypass");
         tracing::info!(rule = "allowlist", app = %app, number = %masked, "allow-listed number bypasses the fraud rules");
-    } else if let Err((rule, reason)) = fraud.destination(number, method) {
-        fraud::hit(rule, "deny");
-        tracing::info!(rule, app = %app, number = %masked, country = number.region().unwrap_or("-"), %reason, "start refused");
-        return Ok(Some(reason));
+    } else {
+        if let Err((rule, reason)) = fraud.destination(number, method) {
+            fraud::hit(rule, "deny");
+            tracing::info!(rule, app = %app, number = %masked, country = number.region().unwrap_or("-"), %reason, "start refused");
+            return Ok(Err(reason));
+        }
+        let store = state.0.store.as_ref();
+        if let Err(rule) = fraud.pumping(store, app, number, state.now()).await? {
+            fraud::hit(rule, "deny");
+            tracing::warn!(rule, app = %app, number = %masked, "start refused: destination prefix blocked for SMS pumping");
+            return Ok(Err(Reason::Fraud));
+        }
     }
-    if let Err((rule, error)) = fraud.number_limits(store, app, number, now).await? {
-        fraud::hit(rule, "refuse");
-        crate::metrics::rate_limited(rule);
-        tracing::info!(rule, app = %app, number = %masked, "start refused");
-        return Err(error);
+    Ok(Ok(fraud.start_guard(app, number, amount)))
+}
+
+/// Turns a refusal of a start's guard into the error to answer (rate limits) or the DENIED
+/// reason to record (spend cap).
+fn start_refused(
+    state: &AppState,
+    app: &str,
+    number: &PhoneNumber,
+    guard: &StartGuard,
+    refusal: Refusal,
+) -> Result<Reason, ApiError> {
+    let fraud = state.fraud(app);
+    match guard.refused(refusal, fraud.starts_per_hour, fraud.starts_per_day) {
+        StartRefused::Error(rule, error) => {
+            fraud::hit(rule, "refuse");
+            crate::metrics::rate_limited(rule);
+            tracing::info!(rule, app = %app, number = %number.masked(), "start refused");
+            Err(error)
+        }
+        StartRefused::Deny(rule, reason) => {
+            fraud::hit(rule, "deny");
+            tracing::warn!(rule, app = %app, number = %number.masked(), %reason, "start refused");
+            Ok(reason)
+        }
     }
-    if allow_listed {
-        return Ok(None);
-    }
-    if let Err(rule) = fraud.pumping(store, app, number, now).await? {
-        fraud::hit(rule, "deny");
-        tracing::warn!(rule, app = %app, number = %masked, "start refused: destination prefix blocked for SMS pumping");
-        return Ok(Some(Reason::Fraud));
-    }
-    if !fraud.spend(store, app, amount, now).await? {
-        fraud::hit("spend_cap", "deny");
-        tracing::warn!(rule = "spend_cap", app = %app, number = %masked, "start refused: daily spend cap reached");
-        return Ok(Some(Reason::NotEnoughCredit));
-    }
-    Ok(None)
+}
+
+/// Records a start denied for `reason` (DENIED, with its result event) and returns the
+/// error that answers it.
+async fn record_denial(
+    state: &AppState,
+    verification: &mut Verification,
+    reason: Reason,
+) -> Result<ApiError, ApiError> {
+    let now = verification.created_at;
+    verification.deny(reason, now);
+    state
+        .0
+        .store
+        .insert_verification(verification, &[EventKind::Result])
+        .await?;
+    state.0.callbacks.notify.notify_one();
+    crate::metrics::finished(verification);
+    tracing::info!(verification.id = %verification.id, app = %verification.app, method = %verification.method, number = %verification.identity.masked(), reason = %reason, "verification denied at start");
+    Ok(match reason {
+        Reason::DeniedByCallback => {
+            ApiError::new(ErrorCode::Forbidden, "Verification denied by callback.")
+        }
+        Reason::NotEnoughCredit => ApiError::new(ErrorCode::NotEnoughCredit, "Not enough credit"),
+        Reason::Blocked => ApiError::new(ErrorCode::Forbidden, "Identity is blacklisted."),
+        Reason::DestinationDenied => ApiError::new(ErrorCode::Forbidden, "Destination denied."),
+        _ => ApiError::new(
+            ErrorCode::Forbidden,
+            format!("Verification denied: {reason}."),
+        ),
+    })
 }
 
 /// Plays a test number's scripted outcome instead of delivering anything.
@@ -934,55 +1008,76 @@ pub async fn report(
         .and_then(Source::parse)
         .unwrap_or(Source::Manual);
 
-    // The wrong-code budget of the number, across its verifications: reserve a guess before
-    // comparing, give it back unless the code was wrong.
+    // The wrong-code budget of the number, across its verifications, is checked and spent
+    // in the same write as the report's outcome: a wrong guess counts against it, and once
+    // it is used up even a right code is refused until it refills.
     let fraud = state.fraud(app);
-    let store = state.0.store.as_ref();
-    let number = verification.identity.as_str().to_string();
-    let is_test = fraud.test_numbers.contains_key(&number);
-    let reserved = if verification.is_live(state.now()) && !is_test {
-        match fraud
-            .reserve_guess(store, app, &number, state.now())
-            .await?
-        {
-            Ok(reserved) => reserved,
-            Err(refused) => {
+    let budgeted = !fraud
+        .test_numbers
+        .contains_key(verification.identity.as_str());
+    let hasher = state.0.hasher.clone();
+    let mut attempts = 0;
+    let (answer, finished) = loop {
+        attempts += 1;
+        if attempts > CAS_RETRIES {
+            return Err(busy());
+        }
+        let now = state.now();
+        let live = verification.is_live(now);
+        let answer = verification.report(&candidate, source, &hasher, now);
+        let finished = answer.outcome.finished();
+        if !answer.outcome.changed() {
+            break (answer, finished);
+        }
+        let guessed_wrong = matches!(
+            answer.outcome,
+            ReportOutcome::WrongCode { .. } | ReportOutcome::AttemptsExhausted
+        );
+        let guard = if live && budgeted {
+            fraud.report_guard(
+                app,
+                &verification.identity,
+                guessed_wrong,
+                answer.outcome == ReportOutcome::Verified,
+            )
+        } else {
+            Default::default()
+        };
+        let events: &[EventKind] = if finished { &[EventKind::Result] } else { &[] };
+        let outcome = state
+            .0
+            .store
+            .guarded_write(
+                &guard,
+                GuardedWrite::Update {
+                    verification: &verification,
+                    events,
+                },
+                now,
+            )
+            .await;
+        match outcome {
+            Ok(GuardOutcome::Passed { .. }) => {
+                verification.version += 1;
+                if finished {
+                    state.0.callbacks.notify.notify_one();
+                }
+                break (answer, finished);
+            }
+            Ok(GuardOutcome::Refused(_)) => {
                 fraud::hit("wrong_code_budget", "refuse");
                 crate::metrics::rate_limited("wrong_code_budget");
                 tracing::info!(rule = "wrong_code_budget", app = %app, number = %verification.identity.masked(), "report refused");
-                return Err(refused);
+                return Err(fraud::wrong_code_budget_exhausted());
             }
+            Err(StoreError::Conflict {
+                constraint: "version",
+            }) => {
+                verification = reload(state, &verification).await?;
+            }
+            Err(e) => return Err(e.into()),
         }
-    } else {
-        false
     };
-    let mut answer = None;
-    let hasher = state.0.hasher.clone();
-    let mut finished = false;
-    update_with_events(state, &mut verification, |v, now| {
-        let a = v.report(&candidate, source, &hasher, now);
-        answer = Some(a);
-        finished = a.outcome.finished();
-        (a.outcome.changed(), finished)
-    })
-    .await?;
-    let Some(answer) = answer else {
-        return Err(ApiError::internal(anyhow::anyhow!(
-            "report produced no answer"
-        )));
-    };
-    let guessed_wrong = matches!(
-        answer.outcome,
-        ReportOutcome::WrongCode { .. } | ReportOutcome::AttemptsExhausted
-    );
-    if reserved && !guessed_wrong {
-        fraud.refund_guess(store, app, &number, state.now()).await?;
-    }
-    if answer.outcome == ReportOutcome::Verified {
-        fraud
-            .converted(store, app, &verification.identity, state.now())
-            .await?;
-    }
     if finished {
         crate::metrics::finished(&verification);
     }
