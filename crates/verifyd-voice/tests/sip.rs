@@ -210,13 +210,42 @@ impl Sipp {
 
     /// `extra` arguments go last (`-m 2` overrides the default `-m 1`).
     async fn start_with(scenario: &str, extra: &[&str]) -> Self {
-        need("sipp");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_udp_port();
+        Self::start_file(e2e().join(scenario), dir, free_udp_port(), extra).await
+    }
+
+    /// A template scenario (`uas_auth.xml`) with each `(placeholder, value)` filled in.
+    async fn start_template(
+        scenario: &str,
+        port: u16,
+        fill: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Self {
+        let mut text = std::fs::read_to_string(e2e().join(scenario)).unwrap();
+        for (placeholder, value) in fill {
+            text = text.replace(placeholder, value);
+        }
+        let unfilled = text.split('@').skip(1).step_by(2).find(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        });
+        assert!(unfilled.is_none(), "{scenario}: @{unfilled:?}@ not filled");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(scenario);
+        std::fs::write(&path, text).unwrap();
+        Self::start_file(path, dir, port, extra).await
+    }
+
+    async fn start_file(
+        scenario: PathBuf,
+        dir: tempfile::TempDir,
+        port: u16,
+        extra: &[&str],
+    ) -> Self {
+        need("sipp");
         let media_port = free_udp_port();
         let child = Command::new("sipp")
             .arg("-sf")
-            .arg(e2e().join(scenario))
+            .arg(scenario)
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
             .args(["-mp", &media_port.to_string()])
             .args(["-m", "1", "-timeout", "20s", "-nostdin"])
@@ -428,6 +457,380 @@ async fn flash_call_answered_across_the_cancel_is_hung_up_and_billed() {
     // The ACK of a 2xx is a new transaction; the BYE is in the dialog the 2xx made.
     assert_ne!(run.first("ACK").branch(), run.first("INVITE").branch());
     assert!(run.first("BYE").header("To").unwrap().contains("tag="));
+}
+
+// ---------------------------------------------------------------------------------------
+// Digest authentication (RFC 3261 §22, RFC 2617) against `uas_auth.xml`
+
+const AUTH_USER: &str = "verifyd-trunk";
+const AUTH_PASSWORD: &str = "pw-Zq81-never-logged";
+const REALM: &str = "trunk.example";
+const NONCE: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+/// Which challenge the trunk sends.
+#[derive(Clone, Copy)]
+enum Challenge {
+    /// `401 Unauthorized` with `WWW-Authenticate`, answered with `Authorization`; with
+    /// `qop="auth"` and an `opaque`.
+    Www,
+    /// `407 Proxy Authentication Required` with `Proxy-Authenticate`, answered with
+    /// `Proxy-Authorization`; no qop (RFC 2069 style).
+    Proxy,
+}
+
+impl Challenge {
+    fn authorization(self) -> &'static str {
+        match self {
+            Challenge::Www => "Authorization",
+            Challenge::Proxy => "Proxy-Authorization",
+        }
+    }
+}
+
+/// How the trunk answers bad credentials.
+#[derive(Clone, Copy)]
+enum Reject {
+    /// `403 Forbidden`.
+    Forbidden,
+    /// The same challenge again with a fresh nonce (what most proxies do).
+    Rechallenge,
+}
+
+/// SIPp's UAS for `challenge`, checking credentials for [`AUTH_USER`]/[`AUTH_PASSWORD`].
+async fn auth_trunk(challenge: Challenge, reject: Reject) -> Sipp {
+    let (status, text, header, params) = match challenge {
+        Challenge::Www => (
+            "401",
+            "Unauthorized",
+            "WWW-Authenticate",
+            r#", qop="auth", opaque="0paque", algorithm=MD5"#,
+        ),
+        Challenge::Proxy => (
+            "407",
+            "Proxy Authentication Required",
+            "Proxy-Authenticate",
+            "",
+        ),
+    };
+    let again =
+        format!(r#"{header}: Digest realm="{REALM}", nonce="ffff0000ffff0000ffff0000ffff0000""#);
+    let (reject_line, reject_header) = match reject {
+        Reject::Forbidden => (
+            "SIP/2.0 403 Forbidden".to_string(),
+            r#"Warning: 399 trunk "bad credentials""#.to_string(),
+        ),
+        Reject::Rechallenge => (format!("SIP/2.0 {status} {text}"), again),
+    };
+    // SIPp picks no port itself: the test does, so the Request-URI (part of the digest) is
+    // known before SIPp starts.
+    let port = free_udp_port();
+    let verify = match challenge {
+        Challenge::Www => format!(
+            r#"<verifyauth assign_to="authvalid" username="{AUTH_USER}" password="{AUTH_PASSWORD}"/>"#
+        ),
+        Challenge::Proxy => {
+            let params = HashMap::from([
+                ("username".to_string(), AUTH_USER.to_string()),
+                ("realm".to_string(), REALM.to_string()),
+                ("nonce".to_string(), NONCE.to_string()),
+                ("uri".to_string(), format!("sip:{TO}@127.0.0.1:{port}")),
+            ]);
+            let response = expected_response(&params, AUTH_PASSWORD);
+            format!(
+                r#"<ereg regexp="response=&quot;{response}&quot;" search_in="hdr" header="Proxy-Authorization:" assign_to="authvalid"/>"#
+            )
+        }
+    };
+    Sipp::start_template(
+        "uas_auth.xml",
+        port,
+        &[
+            ("@VERIFY@", &verify),
+            ("@STATUS@", status),
+            ("@STATUS_TEXT@", text),
+            ("@CHALLENGE@", header),
+            ("@AUTHORIZATION@", challenge.authorization()),
+            ("@PARAMS@", params),
+            ("@REJECT@", &reject_line),
+            ("@REJECT_HEADER@", &reject_header),
+        ],
+        &[],
+    )
+    .await
+}
+
+fn auth_config(port: u16, password: &str) -> SipTrunkConfig {
+    let mut config = trunk(port);
+    config.auth_user = Some(AUTH_USER.into());
+    config.auth_password = Some(password.into());
+    config
+}
+
+/// The parameters of a `Digest k=v, k="v"` header value.
+fn digest_params(value: &str) -> HashMap<String, String> {
+    let rest = value.trim().strip_prefix("Digest").unwrap().trim();
+    let mut out = HashMap::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut parts = Vec::new();
+    for (i, c) in rest.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&rest[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&rest[start..]);
+    for part in parts {
+        let (k, v) = part.trim().split_once('=').unwrap();
+        out.insert(
+            k.trim().to_ascii_lowercase(),
+            v.trim().trim_matches('"').to_string(),
+        );
+    }
+    out
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The digest `response` for `params` (RFC 2617 §3.2.2.1, MD5, with or without qop),
+/// computed here independently of rsipstack and SIPp.
+fn expected_response(params: &HashMap<String, String>, password: &str) -> String {
+    let ha1 = md5_hex(&format!(
+        "{}:{}:{password}",
+        params["username"], params["realm"]
+    ));
+    let ha2 = md5_hex(&format!("INVITE:{}", params["uri"]));
+    match params.get("qop") {
+        Some(qop) => md5_hex(&format!(
+            "{ha1}:{}:{}:{}:{qop}:{ha2}",
+            params["nonce"], params["nc"], params["cnonce"]
+        )),
+        None => md5_hex(&format!("{ha1}:{}:{ha2}", params["nonce"])),
+    }
+}
+
+fn cseq_number(m: &Traced) -> u32 {
+    m.header("CSeq")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A challenged flash call with the right password: the INVITE is re-sent once with
+/// correct credentials, SIPp's `verifyauth` accepts them, and the call rings and is
+/// cancelled as usual.
+async fn flash_call_through_a_challenge(challenge: Challenge) {
+    let sipp = auth_trunk(challenge, Reject::Forbidden).await;
+    let port = sipp.port;
+    let channel = SipChannel::start(auth_config(port, AUTH_PASSWORD))
+        .await
+        .unwrap();
+
+    let result = channel.send(&flash(CLI, 10)).await;
+    let run = sipp.finish().await;
+
+    assert!(
+        run.success,
+        "SIPp scenario failed: {:?}\n{}",
+        run.kinds(),
+        run.log
+    );
+    assert_eq!(
+        result.unwrap().call.unwrap().result,
+        Some(CallResult::Cancel)
+    );
+    let status = match challenge {
+        Challenge::Www => "401",
+        Challenge::Proxy => "407",
+    };
+    assert_eq!(
+        run.kinds(),
+        [
+            "INVITE", status, "ACK", "INVITE", "100", "180", "CANCEL", "200", "487", "ACK"
+        ]
+    );
+    // verifyauth logs `true`; the 407 check logs the response it matched.
+    assert!(
+        run.log.contains("auth_valid=true") || run.log.contains("auth_valid=response="),
+        "SIPp log: {}",
+        run.log
+    );
+
+    let invites: Vec<&Traced> = run.messages.iter().filter(|m| m.kind == "INVITE").collect();
+    let (first, second) = (invites[0], invites[1]);
+    // The first INVITE carries no credentials; the second the header the challenge asks for
+    // (and not the other one).
+    assert_eq!(first.header("Authorization"), None);
+    assert_eq!(first.header("Proxy-Authorization"), None);
+    let other = match challenge {
+        Challenge::Www => "Proxy-Authorization",
+        Challenge::Proxy => "Authorization",
+    };
+    assert_eq!(second.header(other), None, "{}", second.text);
+    let params = digest_params(second.header(challenge.authorization()).unwrap());
+    assert_eq!(params["username"], AUTH_USER);
+    assert_eq!(params["realm"], REALM);
+    assert_eq!(params["nonce"], NONCE);
+    assert_eq!(params["uri"], format!("sip:{TO}@127.0.0.1:{port}"));
+    if let Some(algorithm) = params.get("algorithm") {
+        assert!(algorithm.eq_ignore_ascii_case("MD5"), "{params:?}");
+    }
+    match challenge {
+        Challenge::Www => {
+            assert_eq!(params["qop"], "auth");
+            assert_eq!(params["nc"], "00000001");
+            assert!(!params["cnonce"].is_empty());
+            assert_eq!(params["opaque"], "0paque");
+        }
+        Challenge::Proxy => assert!(!params.contains_key("qop"), "{params:?}"),
+    }
+    assert_eq!(
+        params["response"],
+        expected_response(&params, AUTH_PASSWORD)
+    );
+
+    // Same dialog attempt, next CSeq, new transaction (RFC 3261 §22.2); the CANCEL and the
+    // ACK for the 487 belong to the second INVITE.
+    assert_eq!(cseq_number(second), cseq_number(first) + 1);
+    assert_eq!(second.header("Call-ID"), first.header("Call-ID"));
+    assert_eq!(second.header("From"), first.header("From"));
+    assert_ne!(second.branch(), first.branch());
+    let cancel = run.first("CANCEL");
+    assert_eq!(cancel.branch(), second.branch());
+    assert_eq!(cseq_number(cancel), cseq_number(second));
+    let last_ack = run.messages.iter().rfind(|m| m.kind == "ACK").unwrap();
+    assert_eq!(last_ack.branch(), second.branch());
+    // The ACK for the challenge belongs to the first INVITE.
+    assert_eq!(run.first("ACK").branch(), first.branch());
+}
+
+#[tokio::test]
+async fn flash_call_answers_a_407_proxy_challenge_with_proxy_authorization() {
+    flash_call_through_a_challenge(Challenge::Proxy).await;
+}
+
+#[tokio::test]
+async fn flash_call_answers_a_401_challenge_with_authorization_and_qop() {
+    flash_call_through_a_challenge(Challenge::Www).await;
+}
+
+/// A wrong password: the trunk rejects the second INVITE and the call fails at once, with
+/// no third INVITE.
+async fn flash_call_with_a_wrong_password(challenge: Challenge, reject: Reject) -> String {
+    let sipp = auth_trunk(challenge, reject).await;
+    let channel = SipChannel::start(auth_config(sipp.port, "not-the-password"))
+        .await
+        .unwrap();
+
+    let started = tokio::time::Instant::now();
+    let error = channel.send(&flash(CLI, 10)).await.unwrap_err();
+    let took = started.elapsed();
+    let run = sipp.finish().await;
+    // Anything the channel still sent would reach SIPp's port within this time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(run.success, "SIPp scenario failed: {:?}", run.kinds());
+    assert!(
+        run.log.contains("auth_valid=false") || run.log.contains("auth_valid= "),
+        "SIPp log: {}",
+        run.log
+    );
+    assert_eq!(
+        run.messages.iter().filter(|m| m.kind == "INVITE").count(),
+        2,
+        "{:?}",
+        run.kinds()
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let SendError::Permanent { reason } = error else {
+        panic!("expected a permanent error, got {error:?}");
+    };
+    assert!(reason.starts_with("failed"), "{reason}");
+    reason
+}
+
+#[tokio::test]
+async fn flash_call_with_a_wrong_password_fails_on_403() {
+    let reason = flash_call_with_a_wrong_password(Challenge::Proxy, Reject::Forbidden).await;
+    assert!(reason.contains("403"), "{reason}");
+}
+
+#[tokio::test]
+async fn flash_call_with_a_wrong_password_is_not_retried_when_challenged_again() {
+    let reason = flash_call_with_a_wrong_password(Challenge::Proxy, Reject::Rechallenge).await;
+    assert!(reason.contains("407"), "{reason}");
+    let reason = flash_call_with_a_wrong_password(Challenge::Www, Reject::Rechallenge).await;
+    assert!(reason.contains("401"), "{reason}");
+}
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_auth_password_appears_in_no_log_line_nor_debug_output() {
+    // Everything at TRACE, rsipstack included, from this test's thread (the current-thread
+    // runtime runs every task of the channel here).
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let sipp = auth_trunk(Challenge::Proxy, Reject::Forbidden).await;
+    let config = auth_config(sipp.port, AUTH_PASSWORD);
+    let debug = format!("{config:?} {config:#?}");
+    let channel = SipChannel::start(config).await.unwrap();
+    let channel_debug = format!("{channel:?}");
+    let delivery = channel.send(&flash(CLI, 10)).await.unwrap();
+    drop(channel);
+    assert!(sipp.finish().await.success);
+    assert_eq!(delivery.call.unwrap().result, Some(CallResult::Cancel));
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("Proxy-Authorization") || logs.contains("INVITE"),
+        "no SIP trace logged"
+    );
+    assert!(!logs.contains(AUTH_PASSWORD), "the password is in the logs");
+    assert!(
+        debug.contains(AUTH_USER) && debug.contains("<redacted>"),
+        "{debug}"
+    );
+    assert!(!debug.contains(AUTH_PASSWORD), "{debug}");
+    assert!(!channel_debug.contains(AUTH_PASSWORD), "{channel_debug}");
 }
 
 // ---------------------------------------------------------------------------------------
