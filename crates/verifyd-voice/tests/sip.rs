@@ -23,7 +23,7 @@ use verifyd_voice::g711::Law;
 use verifyd_voice::{SipChannel, SipTrunkConfig, wav};
 
 const INSTALL: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                       sip-tester baresip-core asterisk-core-sounds-en-wav espeak-ng";
+                       sip-tester baresip-core asterisk-core-sounds-en-wav espeak-ng kamailio";
 const PROMPTS: &str = "/usr/share/asterisk/sounds/en_US_f_Allison";
 const CLI: &str = "+4930123456789";
 const TO: &str = "+46700000001";
@@ -831,6 +831,294 @@ async fn the_auth_password_appears_in_no_log_line_nor_debug_output() {
     );
     assert!(!debug.contains(AUTH_PASSWORD), "{debug}");
     assert!(!channel_debug.contains(AUTH_PASSWORD), "{channel_debug}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbound proxy: INVITEs go to `proxy`, the Request-URI names `request_uri_host`
+
+const CARRIER: &str = "carrier.example";
+
+#[tokio::test]
+async fn flash_call_goes_to_the_proxy_with_the_carrier_host_in_the_request_uri() {
+    // SIPp listens at the proxy address; the carrier host does not resolve anywhere.
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let proxy_port = sipp.port;
+    let mut config = trunk(proxy_port);
+    config.request_uri_host = Some(CARRIER.into());
+    let channel = SipChannel::start(config).await.unwrap();
+
+    let result = channel.send(&flash(CLI, 10)).await;
+    let run = sipp.finish().await;
+
+    assert!(run.success, "{:?}", run.kinds());
+    assert_eq!(
+        result.unwrap().call.unwrap().result,
+        Some(CallResult::Cancel)
+    );
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
+    );
+    let invite = run.first("INVITE");
+    assert!(
+        invite
+            .text
+            .starts_with(&format!("INVITE sip:{TO}@{CARRIER} SIP/2.0\n")),
+        "{}",
+        invite.text
+    );
+    assert_eq!(
+        invite.header("To").unwrap(),
+        format!("<sip:{TO}@{CARRIER}>")
+    );
+    // The proxy is named only in a preloaded loose Route (RFC 3261 §8.1.2), which is
+    // what carries the CANCEL there too.
+    assert_eq!(
+        invite.header("Route"),
+        Some(format!("<sip:127.0.0.1:{proxy_port};lr>").as_str())
+    );
+    assert_eq!(
+        invite.header("From").unwrap().split(';').next(),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+    assert_eq!(
+        invite.header("P-Asserted-Identity"),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+    assert_eq!(invite.header("Privacy"), Some("none"));
+    // The CANCEL names the same Request-URI (RFC 3261 §9.1).
+    assert!(
+        run.first("CANCEL")
+            .text
+            .starts_with(&format!("CANCEL sip:{TO}@{CARRIER} SIP/2.0\n"))
+    );
+}
+
+#[tokio::test]
+async fn flash_call_without_privacy_sends_no_asserted_identity() {
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let mut config = trunk(sipp.port);
+    config.privacy = false;
+    let channel = SipChannel::start(config).await.unwrap();
+    let result = channel.send(&flash(CLI, 10)).await;
+    let run = sipp.finish().await;
+    assert!(run.success, "{:?}", run.kinds());
+    assert!(result.is_ok());
+    let invite = run.first("INVITE");
+    assert_eq!(invite.header("P-Asserted-Identity"), None);
+    assert_eq!(invite.header("Privacy"), None);
+    assert_eq!(
+        invite.header("From").unwrap().split(';').next(),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+}
+
+/// Kamailio (Debian `kamailio`) as the carrier's SBC: a stateful proxy that demands digest
+/// credentials (407) and relays to a handset (`e2e/sip/kamailio/kamailio.cfg`).
+struct Kamailio {
+    child: Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Kamailio {
+    async fn start(handset_port: u16) -> Self {
+        let binary = ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("kamailio is not installed; run: {INSTALL}"));
+        let mpath = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("kamailio/modules"))
+            .chain([PathBuf::from("/usr/lib/kamailio/modules")])
+            .find(|p| p.join("tm.so").is_file())
+            .expect("kamailio modules not found");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_udp_port();
+        let cfg = std::fs::read_to_string(e2e().join("kamailio/kamailio.cfg"))
+            .unwrap()
+            .replace("@PORT@", &port.to_string())
+            .replace("@UAS_PORT@", &handset_port.to_string())
+            .replace("@USER@", AUTH_USER)
+            .replace("@PASSWORD@", AUTH_PASSWORD)
+            .replace("@MPATH@", &format!("{}/", mpath.display()));
+        let cfg_path = dir.path().join("kamailio.cfg");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut child = Command::new(binary)
+            .arg("-f")
+            .arg(&cfg_path)
+            .args(["-DD", "-E"])
+            .arg("-Y")
+            .arg(dir.path())
+            .arg("-w")
+            .arg(dir.path())
+            .arg("-P")
+            .arg(dir.path().join("kamailio.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let lines = output.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        for _ in 0..250 {
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Its children take the port after the main process binds it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Kamailio {
+            child,
+            _dir: dir,
+            port,
+            output,
+        }
+    }
+
+    fn lines(&self, containing: &str) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(containing))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // SIGTERM to the main process, which stops its children (SIGKILL would leave them
+        // holding the port).
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn via_kamailio(kamailio: &Kamailio, password: &str) -> SipTrunkConfig {
+    let mut config = auth_config(kamailio.port, password);
+    config.request_uri_host = Some(CARRIER.into());
+    config
+}
+
+#[tokio::test]
+async fn flash_call_through_a_kamailio_proxy_authenticates_and_reaches_the_carrier_uri() {
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let kamailio = Kamailio::start(sipp.port).await;
+    let channel = SipChannel::start(via_kamailio(&kamailio, AUTH_PASSWORD))
+        .await
+        .unwrap();
+
+    let result = channel.send(&flash(CLI, 10)).await;
+    let run = sipp.finish().await;
+
+    assert!(
+        run.success,
+        "{:?}\nkamailio: {:?}",
+        run.kinds(),
+        kamailio.lines("")
+    );
+    let delivery = result.unwrap();
+    assert_eq!(delivery.call.unwrap().result, Some(CallResult::Cancel));
+    // One challenge, then accepted credentials (checked by Kamailio's auth module).
+    assert_eq!(
+        kamailio.lines("challenge:").len(),
+        1,
+        "{:?}",
+        kamailio.lines("")
+    );
+    let accepted = kamailio.lines("authenticated:");
+    assert_eq!(accepted.len(), 1, "{:?}", kamailio.lines(""));
+    assert!(
+        accepted[0].contains(&format!("user={AUTH_USER} ruri=sip:{TO}@{CARRIER} ")),
+        "{accepted:?}"
+    );
+    // The handset behind the proxy sees the carrier's Request-URI and To, our From/PAI,
+    // two Vias (the proxy's over ours) and no credentials (the proxy consumed them).
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
+    );
+    let invite = run.first("INVITE");
+    assert!(
+        invite
+            .text
+            .starts_with(&format!("INVITE sip:{TO}@{CARRIER} SIP/2.0\n")),
+        "{}",
+        invite.text
+    );
+    assert_eq!(
+        invite.header("To").unwrap(),
+        format!("<sip:{TO}@{CARRIER}>")
+    );
+    assert_eq!(
+        invite.header("P-Asserted-Identity"),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+    assert_eq!(invite.header("Privacy"), Some("none"));
+    assert_eq!(invite.header("Proxy-Authorization"), None);
+    let vias: Vec<&str> = invite
+        .text
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("via:"))
+        .collect();
+    assert_eq!(vias.len(), 2, "{vias:?}");
+    assert!(
+        vias[0].contains(&format!("127.0.0.1:{}", kamailio.port)),
+        "{vias:?}"
+    );
+    assert!(
+        vias[1].contains(&format!("127.0.0.1:{}", channel.local_addr().port())),
+        "{vias:?}"
+    );
+}
+
+#[tokio::test]
+async fn flash_call_with_a_wrong_password_through_kamailio_fails_after_one_retry() {
+    // Nothing listens behind the proxy: no INVITE may get through.
+    let kamailio = Kamailio::start(free_udp_port()).await;
+    let channel = SipChannel::start(via_kamailio(&kamailio, "wrong"))
+        .await
+        .unwrap();
+
+    let started = tokio::time::Instant::now();
+    let error = channel.send(&flash(CLI, 10)).await.unwrap_err();
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let SendError::Permanent { reason } = error else {
+        panic!("expected a permanent error, got {error:?}");
+    };
+    assert!(
+        reason.starts_with("failed") && reason.contains("407"),
+        "{reason}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The first INVITE (no credentials) and the second (wrong ones): two challenges, no
+    // third INVITE, nothing accepted.
+    assert_eq!(
+        kamailio.lines("challenge:").len(),
+        2,
+        "{:?}",
+        kamailio.lines("")
+    );
+    assert!(kamailio.lines("authenticated:").is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
