@@ -1003,10 +1003,21 @@ impl Drop for Kamailio {
     fn drop(&mut self) {
         // SIGTERM to the main process, which stops its children (SIGKILL would leave them
         // holding the port).
+        // Waits for it (up to 3 s) before `kill_on_drop` would SIGKILL it.
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
+            for _ in 0..150 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "Drop cannot await; a short wait for a child process to exit"
+                )]
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }
