@@ -111,7 +111,10 @@ pub struct SipTrunkConfig {
     pub proxy: String,
     /// UDP (default) or TCP.
     pub transport: SipTransport,
-    /// The host in the Request-URI (`sip:+<number>@<host>`); default: [`Self::proxy`].
+    /// The host in the Request-URI and To (`sip:+<number>@<host>`); default: [`Self::proxy`].
+    /// When it differs from [`Self::proxy`], the proxy is an outbound proxy: the INVITE
+    /// carries a preloaded `Route: <sip:<proxy address>;lr>` (RFC 3261 §8.1.2), which is
+    /// also what sends the CANCEL to the proxy.
     pub request_uri_host: Option<String>,
     /// Local SIP address to bind. Default `0.0.0.0:5060`, where Via and Contact carry the
     /// host's first non-loopback IPv4 address unless [`Self::advertised`] is set. Tests use

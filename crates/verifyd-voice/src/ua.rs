@@ -14,6 +14,7 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::typed::Route;
 use rsipstack::sip::{Header, Method, Response, StatusCode, Transport, Uri};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TransportLayer};
@@ -367,6 +368,24 @@ impl Ua {
                 realm: None,
                 auth_username: None,
             });
+        // An outbound proxy that is not the Request-URI's host is named in a preloaded
+        // Route (RFC 3261 §8.1.2, loose routing). `destination` alone sends the INVITE
+        // there, but rsipstack builds the CANCEL from the INVITE and routes it by its Route
+        // header or else by the Request-URI: without the Route the CANCEL went to the
+        // carrier host (unresolvable, or not us to talk to) and the call rang on.
+        let route_set = if ruri_host == config.proxy {
+            Vec::new()
+        } else {
+            let transport_param = match config.transport {
+                SipTransport::Udp => "",
+                SipTransport::Tcp => ";transport=tcp",
+            };
+            vec![Route {
+                display_name: None,
+                uri: uri(format!("sip:{target};lr{transport_param}"))?,
+                params: Vec::new(),
+            }]
+        };
         Ok(InviteOption {
             caller,
             callee,
@@ -374,6 +393,7 @@ impl Ua {
                 r#type: Some(transport),
                 addr: target.into(),
             }),
+            route_set,
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
             contact: self.contact.clone(),

@@ -23,7 +23,7 @@ use verifyd_voice::g711::Law;
 use verifyd_voice::{SipChannel, SipTrunkConfig, wav};
 
 const INSTALL: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                       sip-tester baresip-core asterisk-core-sounds-en-wav espeak-ng";
+                       sip-tester baresip-core asterisk-core-sounds-en-wav espeak-ng kamailio";
 const PROMPTS: &str = "/usr/share/asterisk/sounds/en_US_f_Allison";
 const CLI: &str = "+4930123456789";
 const TO: &str = "+46700000001";
@@ -210,13 +210,42 @@ impl Sipp {
 
     /// `extra` arguments go last (`-m 2` overrides the default `-m 1`).
     async fn start_with(scenario: &str, extra: &[&str]) -> Self {
-        need("sipp");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_udp_port();
+        Self::start_file(e2e().join(scenario), dir, free_udp_port(), extra).await
+    }
+
+    /// A template scenario (`uas_auth.xml`) with each `(placeholder, value)` filled in.
+    async fn start_template(
+        scenario: &str,
+        port: u16,
+        fill: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Self {
+        let mut text = std::fs::read_to_string(e2e().join(scenario)).unwrap();
+        for (placeholder, value) in fill {
+            text = text.replace(placeholder, value);
+        }
+        let unfilled = text.split('@').skip(1).step_by(2).find(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        });
+        assert!(unfilled.is_none(), "{scenario}: @{unfilled:?}@ not filled");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(scenario);
+        std::fs::write(&path, text).unwrap();
+        Self::start_file(path, dir, port, extra).await
+    }
+
+    async fn start_file(
+        scenario: PathBuf,
+        dir: tempfile::TempDir,
+        port: u16,
+        extra: &[&str],
+    ) -> Self {
+        need("sipp");
         let media_port = free_udp_port();
         let child = Command::new("sipp")
             .arg("-sf")
-            .arg(e2e().join(scenario))
+            .arg(scenario)
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
             .args(["-mp", &media_port.to_string()])
             .args(["-m", "1", "-timeout", "20s", "-nostdin"])
@@ -428,6 +457,679 @@ async fn flash_call_answered_across_the_cancel_is_hung_up_and_billed() {
     // The ACK of a 2xx is a new transaction; the BYE is in the dialog the 2xx made.
     assert_ne!(run.first("ACK").branch(), run.first("INVITE").branch());
     assert!(run.first("BYE").header("To").unwrap().contains("tag="));
+}
+
+// ---------------------------------------------------------------------------------------
+// Digest authentication (RFC 3261 §22, RFC 2617) against `uas_auth.xml`
+
+const AUTH_USER: &str = "verifyd-trunk";
+const AUTH_PASSWORD: &str = "pw-Zq81-never-logged";
+const REALM: &str = "trunk.example";
+const NONCE: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+/// Which challenge the trunk sends.
+#[derive(Clone, Copy)]
+enum Challenge {
+    /// `401 Unauthorized` with `WWW-Authenticate`, answered with `Authorization`; with
+    /// `qop="auth"` and an `opaque`.
+    Www,
+    /// `407 Proxy Authentication Required` with `Proxy-Authenticate`, answered with
+    /// `Proxy-Authorization`; no qop (RFC 2069 style).
+    Proxy,
+}
+
+impl Challenge {
+    fn authorization(self) -> &'static str {
+        match self {
+            Challenge::Www => "Authorization",
+            Challenge::Proxy => "Proxy-Authorization",
+        }
+    }
+}
+
+/// How the trunk answers bad credentials.
+#[derive(Clone, Copy)]
+enum Reject {
+    /// `403 Forbidden`.
+    Forbidden,
+    /// The same challenge again with a fresh nonce (what most proxies do).
+    Rechallenge,
+}
+
+/// SIPp's UAS for `challenge`, checking credentials for [`AUTH_USER`]/[`AUTH_PASSWORD`].
+async fn auth_trunk(challenge: Challenge, reject: Reject) -> Sipp {
+    let (status, text, header, params) = match challenge {
+        Challenge::Www => (
+            "401",
+            "Unauthorized",
+            "WWW-Authenticate",
+            r#", qop="auth", opaque="0paque", algorithm=MD5"#,
+        ),
+        Challenge::Proxy => (
+            "407",
+            "Proxy Authentication Required",
+            "Proxy-Authenticate",
+            "",
+        ),
+    };
+    let again =
+        format!(r#"{header}: Digest realm="{REALM}", nonce="ffff0000ffff0000ffff0000ffff0000""#);
+    let (reject_line, reject_header) = match reject {
+        Reject::Forbidden => (
+            "SIP/2.0 403 Forbidden".to_string(),
+            r#"Warning: 399 trunk "bad credentials""#.to_string(),
+        ),
+        Reject::Rechallenge => (format!("SIP/2.0 {status} {text}"), again),
+    };
+    // SIPp picks no port itself: the test does, so the Request-URI (part of the digest) is
+    // known before SIPp starts.
+    let port = free_udp_port();
+    let verify = match challenge {
+        Challenge::Www => format!(
+            r#"<verifyauth assign_to="authvalid" username="{AUTH_USER}" password="{AUTH_PASSWORD}"/>"#
+        ),
+        Challenge::Proxy => {
+            let params = HashMap::from([
+                ("username".to_string(), AUTH_USER.to_string()),
+                ("realm".to_string(), REALM.to_string()),
+                ("nonce".to_string(), NONCE.to_string()),
+                ("uri".to_string(), format!("sip:{TO}@127.0.0.1:{port}")),
+            ]);
+            let response = expected_response(&params, AUTH_PASSWORD);
+            format!(
+                r#"<ereg regexp="response=&quot;{response}&quot;" search_in="hdr" header="Proxy-Authorization:" assign_to="authvalid"/>"#
+            )
+        }
+    };
+    Sipp::start_template(
+        "uas_auth.xml",
+        port,
+        &[
+            ("@VERIFY@", &verify),
+            ("@STATUS@", status),
+            ("@STATUS_TEXT@", text),
+            ("@CHALLENGE@", header),
+            ("@AUTHORIZATION@", challenge.authorization()),
+            ("@PARAMS@", params),
+            ("@REJECT@", &reject_line),
+            ("@REJECT_HEADER@", &reject_header),
+        ],
+        &[],
+    )
+    .await
+}
+
+fn auth_config(port: u16, password: &str) -> SipTrunkConfig {
+    let mut config = trunk(port);
+    config.auth_user = Some(AUTH_USER.into());
+    config.auth_password = Some(password.into());
+    config
+}
+
+/// The parameters of a `Digest k=v, k="v"` header value.
+fn digest_params(value: &str) -> HashMap<String, String> {
+    let rest = value.trim().strip_prefix("Digest").unwrap().trim();
+    let mut out = HashMap::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut parts = Vec::new();
+    for (i, c) in rest.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&rest[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&rest[start..]);
+    for part in parts {
+        let (k, v) = part.trim().split_once('=').unwrap();
+        out.insert(
+            k.trim().to_ascii_lowercase(),
+            v.trim().trim_matches('"').to_string(),
+        );
+    }
+    out
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The digest `response` for `params` (RFC 2617 §3.2.2.1, MD5, with or without qop),
+/// computed here independently of rsipstack and SIPp.
+fn expected_response(params: &HashMap<String, String>, password: &str) -> String {
+    let ha1 = md5_hex(&format!(
+        "{}:{}:{password}",
+        params["username"], params["realm"]
+    ));
+    let ha2 = md5_hex(&format!("INVITE:{}", params["uri"]));
+    match params.get("qop") {
+        Some(qop) => md5_hex(&format!(
+            "{ha1}:{}:{}:{}:{qop}:{ha2}",
+            params["nonce"], params["nc"], params["cnonce"]
+        )),
+        None => md5_hex(&format!("{ha1}:{}:{ha2}", params["nonce"])),
+    }
+}
+
+fn cseq_number(m: &Traced) -> u32 {
+    m.header("CSeq")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A challenged flash call with the right password: the INVITE is re-sent once with
+/// correct credentials, SIPp's `verifyauth` accepts them, and the call rings and is
+/// cancelled as usual.
+async fn flash_call_through_a_challenge(challenge: Challenge) {
+    let sipp = auth_trunk(challenge, Reject::Forbidden).await;
+    let port = sipp.port;
+    let channel = SipChannel::start(auth_config(port, AUTH_PASSWORD))
+        .await
+        .unwrap();
+
+    let result = channel.send(&flash(CLI, 10)).await;
+    let run = sipp.finish().await;
+
+    assert!(
+        run.success,
+        "SIPp scenario failed: {:?}\n{}",
+        run.kinds(),
+        run.log
+    );
+    assert_eq!(
+        result.unwrap().call.unwrap().result,
+        Some(CallResult::Cancel)
+    );
+    let status = match challenge {
+        Challenge::Www => "401",
+        Challenge::Proxy => "407",
+    };
+    assert_eq!(
+        run.kinds(),
+        [
+            "INVITE", status, "ACK", "INVITE", "100", "180", "CANCEL", "200", "487", "ACK"
+        ]
+    );
+    // verifyauth logs `true`; the 407 check logs the response it matched.
+    assert!(
+        run.log.contains("auth_valid=true") || run.log.contains("auth_valid=response="),
+        "SIPp log: {}",
+        run.log
+    );
+
+    let invites: Vec<&Traced> = run.messages.iter().filter(|m| m.kind == "INVITE").collect();
+    let (first, second) = (invites[0], invites[1]);
+    // The first INVITE carries no credentials; the second the header the challenge asks for
+    // (and not the other one).
+    assert_eq!(first.header("Authorization"), None);
+    assert_eq!(first.header("Proxy-Authorization"), None);
+    let other = match challenge {
+        Challenge::Www => "Proxy-Authorization",
+        Challenge::Proxy => "Authorization",
+    };
+    assert_eq!(second.header(other), None, "{}", second.text);
+    let params = digest_params(second.header(challenge.authorization()).unwrap());
+    assert_eq!(params["username"], AUTH_USER);
+    assert_eq!(params["realm"], REALM);
+    assert_eq!(params["nonce"], NONCE);
+    assert_eq!(params["uri"], format!("sip:{TO}@127.0.0.1:{port}"));
+    if let Some(algorithm) = params.get("algorithm") {
+        assert!(algorithm.eq_ignore_ascii_case("MD5"), "{params:?}");
+    }
+    match challenge {
+        Challenge::Www => {
+            assert_eq!(params["qop"], "auth");
+            assert_eq!(params["nc"], "00000001");
+            assert!(!params["cnonce"].is_empty());
+            assert_eq!(params["opaque"], "0paque");
+        }
+        Challenge::Proxy => assert!(!params.contains_key("qop"), "{params:?}"),
+    }
+    assert_eq!(
+        params["response"],
+        expected_response(&params, AUTH_PASSWORD)
+    );
+
+    // Same dialog attempt, next CSeq, new transaction (RFC 3261 §22.2); the CANCEL and the
+    // ACK for the 487 belong to the second INVITE.
+    assert_eq!(cseq_number(second), cseq_number(first) + 1);
+    assert_eq!(second.header("Call-ID"), first.header("Call-ID"));
+    assert_eq!(second.header("From"), first.header("From"));
+    assert_ne!(second.branch(), first.branch());
+    let cancel = run.first("CANCEL");
+    assert_eq!(cancel.branch(), second.branch());
+    assert_eq!(cseq_number(cancel), cseq_number(second));
+    let last_ack = run.messages.iter().rfind(|m| m.kind == "ACK").unwrap();
+    assert_eq!(last_ack.branch(), second.branch());
+    // The ACK for the challenge belongs to the first INVITE.
+    assert_eq!(run.first("ACK").branch(), first.branch());
+}
+
+#[tokio::test]
+async fn flash_call_answers_a_407_proxy_challenge_with_proxy_authorization() {
+    flash_call_through_a_challenge(Challenge::Proxy).await;
+}
+
+#[tokio::test]
+async fn flash_call_answers_a_401_challenge_with_authorization_and_qop() {
+    flash_call_through_a_challenge(Challenge::Www).await;
+}
+
+/// A wrong password: the trunk rejects the second INVITE and the call fails at once, with
+/// no third INVITE.
+async fn flash_call_with_a_wrong_password(challenge: Challenge, reject: Reject) -> String {
+    let sipp = auth_trunk(challenge, reject).await;
+    let channel = SipChannel::start(auth_config(sipp.port, "not-the-password"))
+        .await
+        .unwrap();
+
+    let started = tokio::time::Instant::now();
+    let error = channel.send(&flash(CLI, 10)).await.unwrap_err();
+    let took = started.elapsed();
+    let run = sipp.finish().await;
+    // Anything the channel still sent would reach SIPp's port within this time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(run.success, "SIPp scenario failed: {:?}", run.kinds());
+    assert!(
+        run.log.contains("auth_valid=false") || run.log.contains("auth_valid= "),
+        "SIPp log: {}",
+        run.log
+    );
+    assert_eq!(
+        run.messages.iter().filter(|m| m.kind == "INVITE").count(),
+        2,
+        "{:?}",
+        run.kinds()
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let SendError::Permanent { reason } = error else {
+        panic!("expected a permanent error, got {error:?}");
+    };
+    assert!(reason.starts_with("failed"), "{reason}");
+    reason
+}
+
+#[tokio::test]
+async fn flash_call_with_a_wrong_password_fails_on_403() {
+    let reason = flash_call_with_a_wrong_password(Challenge::Proxy, Reject::Forbidden).await;
+    assert!(reason.contains("403"), "{reason}");
+}
+
+#[tokio::test]
+async fn flash_call_with_a_wrong_password_is_not_retried_when_challenged_again() {
+    let reason = flash_call_with_a_wrong_password(Challenge::Proxy, Reject::Rechallenge).await;
+    assert!(reason.contains("407"), "{reason}");
+    let reason = flash_call_with_a_wrong_password(Challenge::Www, Reject::Rechallenge).await;
+    assert!(reason.contains("401"), "{reason}");
+}
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_auth_password_appears_in_no_log_line_nor_debug_output() {
+    // Everything at TRACE, rsipstack included, from this test's thread (the current-thread
+    // runtime runs every task of the channel here).
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let sipp = auth_trunk(Challenge::Proxy, Reject::Forbidden).await;
+    let config = auth_config(sipp.port, AUTH_PASSWORD);
+    let debug = format!("{config:?} {config:#?}");
+    let channel = SipChannel::start(config).await.unwrap();
+    let channel_debug = format!("{channel:?}");
+    let delivery = channel.send(&flash(CLI, 10)).await.unwrap();
+    drop(channel);
+    assert!(sipp.finish().await.success);
+    assert_eq!(delivery.call.unwrap().result, Some(CallResult::Cancel));
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("Proxy-Authorization") || logs.contains("INVITE"),
+        "no SIP trace logged"
+    );
+    assert!(!logs.contains(AUTH_PASSWORD), "the password is in the logs");
+    assert!(
+        debug.contains(AUTH_USER) && debug.contains("<redacted>"),
+        "{debug}"
+    );
+    assert!(!debug.contains(AUTH_PASSWORD), "{debug}");
+    assert!(!channel_debug.contains(AUTH_PASSWORD), "{channel_debug}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbound proxy: INVITEs go to `proxy`, the Request-URI names `request_uri_host`
+
+const CARRIER: &str = "carrier.example";
+
+#[tokio::test]
+async fn flash_call_goes_to_the_proxy_with_the_carrier_host_in_the_request_uri() {
+    // SIPp listens at the proxy address; the carrier host does not resolve anywhere.
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let proxy_port = sipp.port;
+    let mut config = trunk(proxy_port);
+    config.request_uri_host = Some(CARRIER.into());
+    let channel = SipChannel::start(config).await.unwrap();
+
+    let result = channel.send(&flash(CLI, 10)).await;
+    let run = sipp.finish().await;
+
+    assert!(run.success, "{:?}", run.kinds());
+    assert_eq!(
+        result.unwrap().call.unwrap().result,
+        Some(CallResult::Cancel)
+    );
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
+    );
+    let invite = run.first("INVITE");
+    assert!(
+        invite
+            .text
+            .starts_with(&format!("INVITE sip:{TO}@{CARRIER} SIP/2.0\n")),
+        "{}",
+        invite.text
+    );
+    assert_eq!(
+        invite.header("To").unwrap(),
+        format!("<sip:{TO}@{CARRIER}>")
+    );
+    // The proxy is named only in a preloaded loose Route (RFC 3261 §8.1.2), which is
+    // what carries the CANCEL there too.
+    assert_eq!(
+        invite.header("Route"),
+        Some(format!("<sip:127.0.0.1:{proxy_port};lr>").as_str())
+    );
+    assert_eq!(
+        invite.header("From").unwrap().split(';').next(),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+    assert_eq!(
+        invite.header("P-Asserted-Identity"),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+    assert_eq!(invite.header("Privacy"), Some("none"));
+    // The CANCEL names the same Request-URI (RFC 3261 §9.1).
+    assert!(
+        run.first("CANCEL")
+            .text
+            .starts_with(&format!("CANCEL sip:{TO}@{CARRIER} SIP/2.0\n"))
+    );
+}
+
+#[tokio::test]
+async fn flash_call_without_privacy_sends_no_asserted_identity() {
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let mut config = trunk(sipp.port);
+    config.privacy = false;
+    let channel = SipChannel::start(config).await.unwrap();
+    let result = channel.send(&flash(CLI, 10)).await;
+    let run = sipp.finish().await;
+    assert!(run.success, "{:?}", run.kinds());
+    assert!(result.is_ok());
+    let invite = run.first("INVITE");
+    assert_eq!(invite.header("P-Asserted-Identity"), None);
+    assert_eq!(invite.header("Privacy"), None);
+    assert_eq!(
+        invite.header("From").unwrap().split(';').next(),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+}
+
+/// Kamailio (Debian `kamailio`) as the carrier's SBC: a stateful proxy that demands digest
+/// credentials (407) and relays to a handset (`e2e/sip/kamailio/kamailio.cfg`).
+struct Kamailio {
+    child: Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Kamailio {
+    async fn start(handset_port: u16) -> Self {
+        let binary = ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("kamailio is not installed; run: {INSTALL}"));
+        let mpath = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("kamailio/modules"))
+            .chain([PathBuf::from("/usr/lib/kamailio/modules")])
+            .find(|p| p.join("tm.so").is_file())
+            .expect("kamailio modules not found");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_udp_port();
+        let cfg = std::fs::read_to_string(e2e().join("kamailio/kamailio.cfg"))
+            .unwrap()
+            .replace("@PORT@", &port.to_string())
+            .replace("@UAS_PORT@", &handset_port.to_string())
+            .replace("@USER@", AUTH_USER)
+            .replace("@PASSWORD@", AUTH_PASSWORD)
+            .replace("@MPATH@", &format!("{}/", mpath.display()));
+        let cfg_path = dir.path().join("kamailio.cfg");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut child = Command::new(binary)
+            .arg("-f")
+            .arg(&cfg_path)
+            .args(["-DD", "-E"])
+            .arg("-Y")
+            .arg(dir.path())
+            .arg("-w")
+            .arg(dir.path())
+            .arg("-P")
+            .arg(dir.path().join("kamailio.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let lines = output.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        for _ in 0..250 {
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Its children take the port after the main process binds it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Kamailio {
+            child,
+            _dir: dir,
+            port,
+            output,
+        }
+    }
+
+    fn lines(&self, containing: &str) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(containing))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // SIGTERM to the main process, which stops its children (SIGKILL would leave them
+        // holding the port).
+        // Waits for it (up to 3 s) before `kill_on_drop` would SIGKILL it.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            for _ in 0..150 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "Drop cannot await; a short wait for a child process to exit"
+                )]
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn via_kamailio(kamailio: &Kamailio, password: &str) -> SipTrunkConfig {
+    let mut config = auth_config(kamailio.port, password);
+    config.request_uri_host = Some(CARRIER.into());
+    config
+}
+
+#[tokio::test]
+async fn flash_call_through_a_kamailio_proxy_authenticates_and_reaches_the_carrier_uri() {
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let kamailio = Kamailio::start(sipp.port).await;
+    let channel = SipChannel::start(via_kamailio(&kamailio, AUTH_PASSWORD))
+        .await
+        .unwrap();
+
+    let result = channel.send(&flash(CLI, 10)).await;
+    let run = sipp.finish().await;
+
+    assert!(
+        run.success,
+        "{:?}\nkamailio: {:?}",
+        run.kinds(),
+        kamailio.lines("")
+    );
+    let delivery = result.unwrap();
+    assert_eq!(delivery.call.unwrap().result, Some(CallResult::Cancel));
+    // One challenge, then accepted credentials (checked by Kamailio's auth module).
+    assert_eq!(
+        kamailio.lines("challenge:").len(),
+        1,
+        "{:?}",
+        kamailio.lines("")
+    );
+    let accepted = kamailio.lines("authenticated:");
+    assert_eq!(accepted.len(), 1, "{:?}", kamailio.lines(""));
+    assert!(
+        accepted[0].contains(&format!("user={AUTH_USER} ruri=sip:{TO}@{CARRIER} ")),
+        "{accepted:?}"
+    );
+    // The handset behind the proxy sees the carrier's Request-URI and To, our From/PAI,
+    // two Vias (the proxy's over ours) and no credentials (the proxy consumed them).
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
+    );
+    let invite = run.first("INVITE");
+    assert!(
+        invite
+            .text
+            .starts_with(&format!("INVITE sip:{TO}@{CARRIER} SIP/2.0\n")),
+        "{}",
+        invite.text
+    );
+    assert_eq!(
+        invite.header("To").unwrap(),
+        format!("<sip:{TO}@{CARRIER}>")
+    );
+    assert_eq!(
+        invite.header("P-Asserted-Identity"),
+        Some("<sip:+4930123456789@verify.example>")
+    );
+    assert_eq!(invite.header("Privacy"), Some("none"));
+    assert_eq!(invite.header("Proxy-Authorization"), None);
+    let vias: Vec<&str> = invite
+        .text
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("via:"))
+        .collect();
+    assert_eq!(vias.len(), 2, "{vias:?}");
+    assert!(
+        vias[0].contains(&format!("127.0.0.1:{}", kamailio.port)),
+        "{vias:?}"
+    );
+    assert!(
+        vias[1].contains(&format!("127.0.0.1:{}", channel.local_addr().port())),
+        "{vias:?}"
+    );
+}
+
+#[tokio::test]
+async fn flash_call_with_a_wrong_password_through_kamailio_fails_after_one_retry() {
+    // Nothing listens behind the proxy: no INVITE may get through.
+    let kamailio = Kamailio::start(free_udp_port()).await;
+    let channel = SipChannel::start(via_kamailio(&kamailio, "wrong"))
+        .await
+        .unwrap();
+
+    let started = tokio::time::Instant::now();
+    let error = channel.send(&flash(CLI, 10)).await.unwrap_err();
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let SendError::Permanent { reason } = error else {
+        panic!("expected a permanent error, got {error:?}");
+    };
+    assert!(
+        reason.starts_with("failed") && reason.contains("407"),
+        "{reason}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The first INVITE (no credentials) and the second (wrong ones): two challenges, no
+    // third INVITE, nothing accepted.
+    assert_eq!(
+        kamailio.lines("challenge:").len(),
+        2,
+        "{:?}",
+        kamailio.lines("")
+    );
+    assert!(kamailio.lines("authenticated:").is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
