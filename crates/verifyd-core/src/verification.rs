@@ -339,6 +339,30 @@ impl Verification {
         true
     }
 
+    /// Ends a live PENDING verification as FAIL with `reason`, without a code comparison (a
+    /// data verification the mobile network refused to authenticate). Returns whether it
+    /// changed.
+    pub fn fail_with(&mut self, reason: Reason, now: OffsetDateTime) -> bool {
+        if !self.is_live(now) {
+            return false;
+        }
+        self.finish(Status::Fail, Some(reason), now);
+        true
+    }
+
+    /// Ends a live PENDING verification as SUCCESSFUL without a code comparison: the mobile
+    /// operator asserted that the device's number is the one under verification (a data
+    /// verification completed on a channel that never sees the secret). Returns whether it
+    /// changed.
+    pub fn succeed_now(&mut self, source: Source, now: OffsetDateTime) -> bool {
+        if !self.is_live(now) {
+            return false;
+        }
+        self.source = Some(source);
+        self.finish(Status::Successful, None, now);
+        true
+    }
+
     /// Records a channel failure on a PENDING verification: ERROR with `reason`.
     pub fn fail_delivery(&mut self, reason: Reason, now: OffsetDateTime) -> bool {
         self.end_pending(Status::Error, Some(reason), now)
