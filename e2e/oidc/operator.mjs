@@ -24,7 +24,7 @@
 //   CLIENT_ID       verifyd's client id
 //   CLIENT_KEY_FILE PEM (private or public) of verifyd's client key
 //   CLIENT_KEY_ID   optional kid of that key
-//   REDIRECT_URI    verifyd's callback URL
+//   REDIRECT_URI    verifyd's callback URL (several: comma-separated)
 //   DEVICES         JSON: {"127.0.0.2": {"msisdn": "+46700007001", "amr": ["nba"]}, ...}
 //
 // Output: one JSON object per line on stdout. First
@@ -52,7 +52,7 @@ const env = (name, fallback) => {
 const log = (fields) => process.stdout.write(`${JSON.stringify(fields)}\n`);
 
 const clientId = env('CLIENT_ID');
-const redirectUri = env('REDIRECT_URI');
+const redirectUri = env('REDIRECT_URI'); // comma-separated when several
 const devices = JSON.parse(env('DEVICES'));
 const clientJwk = {
   ...createPublicKey(readFileSync(env('CLIENT_KEY_FILE'))).export({ format: 'jwk' }),
@@ -120,7 +120,7 @@ provider = new Provider(issuer, {
     client_id: clientId,
     token_endpoint_auth_method: 'private_key_jwt',
     jwks: { keys: [clientJwk] },
-    redirect_uris: [redirectUri],
+    redirect_uris: redirectUri.split(','),
     grant_types: ['authorization_code'],
     response_types: ['code'],
   }],

@@ -296,8 +296,8 @@ impl CamaraProvider {
     /// If a URL is not http(s) or the HTTP client cannot be built.
     pub fn new(settings: CamaraSettings) -> anyhow::Result<Self> {
         for (key, url) in [("issuer", &settings.issuer), ("api_url", &settings.api_url)] {
-            let parsed = reqwest::Url::parse(url)
-                .with_context(|| format!("{key} {url:?} is not a URL"))?;
+            let parsed =
+                reqwest::Url::parse(url).with_context(|| format!("{key} {url:?} is not a URL"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 bail!("{key} {url:?} must be an http(s) URL");
             }
@@ -452,7 +452,8 @@ impl CamaraProvider {
             iat,
             exp: iat + ASSERTION_TTL_SECONDS,
         };
-        jsonwebtoken::encode(&header, &claims, &key.key).context("Failed to sign the client assertion")
+        jsonwebtoken::encode(&header, &claims, &key.key)
+            .context("Failed to sign the client assertion")
     }
 
     /// Checks the ID token: signature by a key from the operator's `jwks_uri`, issuer,
@@ -477,12 +478,14 @@ impl CamaraProvider {
                 | Algorithm::ES384
                 | Algorithm::EdDSA
         ) {
-            bail!("The ID token is signed with {:?}, which is not accepted", header.alg);
+            bail!(
+                "The ID token is signed with {:?}, which is not accepted",
+                header.alg
+            );
         }
-        let jwks_uri = discovery
-            .jwks_uri
-            .as_deref()
-            .ok_or_else(|| anyhow!("The operator returned an ID token but publishes no jwks_uri"))?;
+        let jwks_uri = discovery.jwks_uri.as_deref().ok_or_else(|| {
+            anyhow!("The operator returned an ID token but publishes no jwks_uri")
+        })?;
         let jwk = match self.find_jwk(jwks_uri, &header, false).await? {
             Some(jwk) => jwk,
             // A key we have not seen: the operator may have rotated its keys.
@@ -505,7 +508,10 @@ impl CamaraProvider {
         if claims.exp + ID_TOKEN_LEEWAY_SECONDS < now {
             bail!("The ID token has expired");
         }
-        if claims.iat.is_some_and(|iat| iat - ID_TOKEN_LEEWAY_SECONDS > now) {
+        if claims
+            .iat
+            .is_some_and(|iat| iat - ID_TOKEN_LEEWAY_SECONDS > now)
+        {
             bail!("The ID token was issued in the future");
         }
         let matches = claims
@@ -555,7 +561,11 @@ impl CamaraProvider {
             None => {
                 let first = candidates.next().cloned();
                 // Without a kid, only an unambiguous key will do.
-                if candidates.next().is_some() { None } else { first }
+                if candidates.next().is_some() {
+                    None
+                } else {
+                    first
+                }
             }
         })
     }
@@ -713,7 +723,10 @@ mod tests {
         let v = verification(1, "token");
         let a = FlowSecrets::derive(&[2; 32], &v);
         assert_eq!(a.state, FlowSecrets::derive(&[2; 32], &v).state);
-        assert_eq!(state_verification_id(&a.state), Some(v.id.to_string().as_str()));
+        assert_eq!(
+            state_verification_id(&a.state),
+            Some(v.id.to_string().as_str())
+        );
         assert!(a.state_matches(&a.state));
         // Another key, another secret, another verification: nothing carries over.
         for other in [
@@ -738,12 +751,21 @@ mod tests {
             nonce: String::new(),
             code_verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
         };
-        assert_eq!(s.code_challenge(), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            s.code_challenge(),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 
     #[test]
     fn a_non_key_is_refused() {
-        assert!(ClientKey::from_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", None).is_err());
+        assert!(
+            ClientKey::from_pem(
+                b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                None
+            )
+            .is_err()
+        );
         assert!(ClientKey::from_pem(b"not pem", None).is_err());
     }
 }

@@ -20,8 +20,8 @@
 
 pub mod app;
 pub mod auth;
-pub mod camara;
 pub mod callbacks;
+pub mod camara;
 pub mod channels;
 pub mod config;
 pub mod delivery;

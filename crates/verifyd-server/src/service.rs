@@ -1195,8 +1195,7 @@ pub async fn seamless_callback(
         tracing::warn!(verification.id = %v.id, "seamless callback with a forged state refused");
         return Err(ApiError::not_found());
     }
-    let Some(SeamlessKind::Camara(camara)) =
-        seamless_provider(state, &v.identity).map(|p| &p.kind)
+    let Some(SeamlessKind::Camara(camara)) = seamless_provider(state, &v.identity).map(|p| &p.kind)
     else {
         return Err(seamless_unavailable());
     };
