@@ -426,6 +426,32 @@ mod tests {
     }
 
     #[test]
+    fn a_network_verdict_ends_only_a_live_verification() {
+        let mut v = started("123456");
+        assert!(v.succeed_now(Source::Intercepted, T0));
+        assert_eq!(
+            (v.status, v.reason, v.source),
+            (Status::Successful, None, Some(Source::Intercepted))
+        );
+        // Final stays final.
+        assert!(!v.fail_with(Reason::NetworkErrorOrNumberUnreachable, T0));
+        assert_eq!(v.status, Status::Successful);
+
+        let mut v = started("123456");
+        assert!(v.fail_with(Reason::NetworkErrorOrNumberUnreachable, T0));
+        assert_eq!(
+            (v.status, v.reason),
+            (Status::Fail, Some(Reason::NetworkErrorOrNumberUnreachable))
+        );
+        assert!(!v.succeed_now(Source::Intercepted, T0));
+
+        // Past its expiry nothing is recorded.
+        let mut v = started("123456");
+        assert!(!v.succeed_now(Source::Intercepted, T0 + Duration::minutes(10)));
+        assert_eq!(v.status, Status::Pending);
+    }
+
+    #[test]
     fn the_secret_is_never_kept_in_plain_text() {
         let v = started("123456");
         assert!(!format!("{v:?}").contains("123456"));

@@ -1071,7 +1071,7 @@ pub fn status_view(state: &AppState, v: &Verification) -> StatusResponse {
 /// What the device gets for opening a seamless `targetUri`.
 pub enum SeamlessOpened {
     /// The verification's status (dev and header enrichment complete it at once).
-    Done(StatusResponse),
+    Done(Box<StatusResponse>),
     /// Redirect the device here: the operator's authorization endpoint (CAMARA).
     Redirect(String),
 }
@@ -1125,7 +1125,7 @@ pub async fn complete_seamless(
         SeamlessKind::Camara(camara) => {
             // A final (or expired) verification starts no new flow; the device sees why.
             if !v.is_live(state.now()) {
-                return Ok(SeamlessOpened::Done(status_view(state, &v)));
+                return Ok(SeamlessOpened::Done(Box::new(status_view(state, &v))));
             }
             let secrets = camara_secrets(state, &v)?;
             let url = camara
@@ -1149,7 +1149,7 @@ pub async fn complete_seamless(
     .await?;
     crate::metrics::finished(&v);
     tracing::info!(verification.id = %v.id, status = %v.status, number = %v.identity.masked(), "seamless verification completed");
-    Ok(SeamlessOpened::Done(status_view(state, &v)))
+    Ok(SeamlessOpened::Done(Box::new(status_view(state, &v))))
 }
 
 /// What the operator's redirect brings back to `/verification/v1/seamless/callback`.

@@ -40,7 +40,7 @@ pub async fn seamless(
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     Ok(
         match service::complete_seamless(&state, &id, &token, peer, request.headers()).await? {
-            SeamlessOpened::Done(status) => Json(status).into_response(),
+            SeamlessOpened::Done(status) => Json(*status).into_response(),
             SeamlessOpened::Redirect(url) => {
                 let mut response = StatusCode::FOUND.into_response();
                 let location = HeaderValue::from_str(&url).map_err(ApiError::internal)?;

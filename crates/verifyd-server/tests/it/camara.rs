@@ -265,7 +265,7 @@ async fn the_operator_verifies_the_device_number_through_the_oidc_flow() {
     ))
     .await;
     let callback = format!("{}/verification/v1/seamless/callback", app.url);
-    let operator = Operator::start(op_port, api_port, &key, &[callback.clone()]).await;
+    let operator = Operator::start(op_port, api_port, &key, std::slice::from_ref(&callback)).await;
     let _prism = PrismProxy::start(prism_port, &operator.api).await;
     let phone = device(2);
 
