@@ -1220,11 +1220,12 @@ pub async fn seamless_callback(
     }
     let verdict = match (callback.error, callback.code) {
         (Some(error), _) if crate::camara::is_network_refusal(&error) => {
-            tracing::info!(verification.id = %v.id, %error, "the operator did not authenticate the device by its network");
+            tracing::info!(verification.id = %v.id, error = ?error, "the operator did not authenticate the device by its network");
             None
         }
         (Some(error), _) => {
-            tracing::warn!(verification.id = %v.id, %error, "the operator's authorization endpoint refused the request");
+            // The query is the device's to write: logged escaped (Debug), never trusted.
+            tracing::warn!(verification.id = %v.id, error = ?error, "the operator's authorization endpoint refused the request");
             return Err(operator_unavailable());
         }
         (None, None) => return Err(ApiError::missing("code")),
