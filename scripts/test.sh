@@ -49,6 +49,14 @@ fi
 if [ -f e2e/smsc/package-lock.json ] && [ ! -d e2e/smsc/node_modules/smpp ]; then
   npm ci --prefix e2e/smsc --no-audit --no-fund --loglevel=error
 fi
+# The mobile operator of the CAMARA seamless tests (oidc-provider 9.13.3 as its
+# authorization server; e2e/oidc/operator.mjs). The CAMARA spec it is checked against is
+# ../shared/specs/camara-number-verification.yaml, beside the clone.
+if [ ! -d e2e/oidc/node_modules/oidc-provider ]; then
+  npm ci --prefix e2e/oidc --no-audit --no-fund --loglevel=error
+fi
+# openssl generates the CAMARA tests' client keys.
+command -v openssl >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl; }
 # PyPI sinch==1.1.4, the last Python release with the Verification API.
 if ! e2e/python/.venv/bin/python -c "import sinch" >/dev/null 2>&1; then
   python3 -m venv e2e/python/.venv

@@ -349,6 +349,30 @@ impl Verification {
         true
     }
 
+    /// Ends a live PENDING verification as FAIL with `reason`, without a code comparison (a
+    /// data verification the mobile network refused to authenticate). Returns whether it
+    /// changed.
+    pub fn fail_with(&mut self, reason: Reason, now: OffsetDateTime) -> bool {
+        if !self.is_live(now) {
+            return false;
+        }
+        self.finish(Status::Fail, Some(reason), now);
+        true
+    }
+
+    /// Ends a live PENDING verification as SUCCESSFUL without a code comparison: the mobile
+    /// operator asserted that the device's number is the one under verification (a data
+    /// verification completed on a channel that never sees the secret). Returns whether it
+    /// changed.
+    pub fn succeed_now(&mut self, source: Source, now: OffsetDateTime) -> bool {
+        if !self.is_live(now) {
+            return false;
+        }
+        self.source = Some(source);
+        self.finish(Status::Successful, None, now);
+        true
+    }
+
     /// Records a channel failure on a PENDING verification: ERROR with `reason`.
     pub fn fail_delivery(&mut self, reason: Reason, now: OffsetDateTime) -> bool {
         self.end_pending(Status::Error, Some(reason), now)
@@ -425,6 +449,32 @@ mod tests {
 
     fn started(secret: &str) -> Verification {
         Verification::start(new_sms(secret), &hasher(), T0)
+    }
+
+    #[test]
+    fn a_network_verdict_ends_only_a_live_verification() {
+        let mut v = started("123456");
+        assert!(v.succeed_now(Source::Intercepted, T0));
+        assert_eq!(
+            (v.status, v.reason, v.source),
+            (Status::Successful, None, Some(Source::Intercepted))
+        );
+        // Final stays final.
+        assert!(!v.fail_with(Reason::NetworkErrorOrNumberUnreachable, T0));
+        assert_eq!(v.status, Status::Successful);
+
+        let mut v = started("123456");
+        assert!(v.fail_with(Reason::NetworkErrorOrNumberUnreachable, T0));
+        assert_eq!(
+            (v.status, v.reason),
+            (Status::Fail, Some(Reason::NetworkErrorOrNumberUnreachable))
+        );
+        assert!(!v.succeed_now(Source::Intercepted, T0));
+
+        // Past its expiry nothing is recorded.
+        let mut v = started("123456");
+        assert!(!v.succeed_now(Source::Intercepted, T0 + Duration::minutes(10)));
+        assert_eq!(v.status, Status::Pending);
     }
 
     #[test]

@@ -199,6 +199,24 @@ impl App {
             .server_key("job-seal", seal_key)
             .await
             .context("Failed to load the job-sealing key")?;
+        // Only a CAMARA provider needs it; drawing it only then leaves the RNG sequence of
+        // every other set-up as it was.
+        let oidc_key = if settings
+            .seamless
+            .iter()
+            .any(|p| matches!(p.kind, crate::config::SeamlessKind::Camara(_)))
+        {
+            let mut fresh = [0u8; 32];
+            rng.fill_bytes(&mut fresh);
+            Some(
+                store
+                    .server_key("seamless-oidc", fresh)
+                    .await
+                    .context("Failed to load the seamless OIDC key")?,
+            )
+        } else {
+            None
+        };
         let inbox = Arc::new(DevInbox::new(
             settings.inbox_sender.clone(),
             settings.inbox_capacity,
@@ -256,6 +274,7 @@ impl App {
                 store,
                 clock,
                 hasher: CodeHasher::new(code_key),
+                oidc_key,
                 rng: Mutex::new(rng),
                 dispatcher,
                 // The inbox exists only while it is a route.
@@ -337,6 +356,10 @@ impl App {
             .route(
                 "/verification/v1/verifications/{method}/number/{endpoint}",
                 get(verifications::status_by_identity),
+            )
+            .route(
+                "/verification/v1/seamless/callback",
+                get(device::seamless_callback),
             )
             .route("/verification/v1/seamless/{id}", get(device::seamless))
             .route("/healthz", get(ops::healthz))

@@ -298,10 +298,27 @@ pub struct SeamlessProviderConfig {
     /// CIDRs of the operator's proxies.
     #[serde(default)]
     pub operator_proxies: Vec<String>,
+    /// `camara`: the operator's OpenID Connect issuer (discovery at
+    /// `{issuer}/.well-known/openid-configuration`).
+    pub issuer: Option<String>,
+    /// `camara`: verifyd's client id at the operator.
+    pub client_id: Option<String>,
+    /// `camara`: PEM file with the client's private key (RSA for RS256, or a P-256 PKCS#8
+    /// key for ES256) that signs the `private_key_jwt` client assertion.
+    pub private_key_file: Option<String>,
+    /// `camara`: the `kid` header of the client assertion (the key's id in the JWKS the
+    /// operator holds for verifyd).
+    pub key_id: Option<String>,
+    /// `camara`: base URL of the Number Verification API; verifyd calls `POST {api_url}/verify`.
+    pub api_url: Option<String>,
+    /// `camara`: scopes requested at the authorization endpoint.
+    pub scope: Option<String>,
+    /// `camara`: timeout of each call to the operator (discovery, token, verify), seconds.
+    pub timeout_seconds: Option<u64>,
 }
 
 /// How a seamless verification is completed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum SeamlessKind {
     /// Opening targetUri completes it.
     Dev,
@@ -312,6 +329,9 @@ pub enum SeamlessKind {
         /// Where it is trusted from.
         proxies: Vec<ipnet::IpNet>,
     },
+    /// CAMARA Number Verification: the device runs the operator's OpenID Connect
+    /// authorization-code flow, verifyd asks the operator's API whether the number matches.
+    Camara(std::sync::Arc<crate::camara::CamaraProvider>),
 }
 
 /// A validated seamless provider.
@@ -846,7 +866,37 @@ fn seamless_provider(p: &SeamlessProviderConfig) -> anyhow::Result<SeamlessProvi
                 proxies,
             }
         }
-        other => bail!("{label}: kind {other:?} (expected dev or header_enrichment)"),
+        "camara" => {
+            let required = |value: &Option<String>, key: &str| {
+                value
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow::anyhow!("{label} camara: {key} is required"))
+            };
+            let key_file = required(&p.private_key_file, "private_key_file")?;
+            let pem = std::fs::read(&key_file).with_context(|| {
+                format!("{label} camara: cannot read private_key_file {key_file:?}")
+            })?;
+            let settings = crate::camara::CamaraSettings {
+                issuer: required(&p.issuer, "issuer")?,
+                client_id: required(&p.client_id, "client_id")?,
+                key: crate::camara::ClientKey::from_pem(&pem, p.key_id.clone())
+                    .with_context(|| format!("{label} camara: private_key_file {key_file:?}"))?,
+                api_url: required(&p.api_url, "api_url")?,
+                scope: p
+                    .scope
+                    .clone()
+                    .unwrap_or_else(|| crate::camara::DEFAULT_SCOPE.to_string()),
+                timeout: std::time::Duration::from_secs(p.timeout_seconds.unwrap_or(10).max(1)),
+            };
+            SeamlessKind::Camara(std::sync::Arc::new(
+                crate::camara::CamaraProvider::new(settings)
+                    .with_context(|| format!("{label} camara"))?,
+            ))
+        }
+        other => bail!("{label}: kind {other:?} (expected dev, header_enrichment or camara)"),
     };
     Ok(SeamlessProvider {
         kind,

@@ -7,6 +7,7 @@
 //! - [`config`]: the configuration file and its validation into `Settings`.
 //! - [`app`]: building the server, the router, the expiry sweeper, serving.
 //! - [`auth`]: Signed / Basic / Public authentication.
+//! - [`camara`]: the CAMARA Number Verification client (OIDC flow, `/verify`).
 //! - [`delivery`]: routes, sealed delivery jobs, failover, receipts.
 //! - [`callbacks`]: the request event, and result / SMS-delivered events from the outbox.
 //! - [`extract`]: extractors whose rejections are Sinch errors.
@@ -20,6 +21,7 @@
 pub mod app;
 pub mod auth;
 pub mod callbacks;
+pub mod camara;
 pub mod channels;
 pub mod config;
 pub mod delivery;

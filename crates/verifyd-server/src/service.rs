@@ -1163,15 +1163,23 @@ pub fn status_view(state: &AppState, v: &Verification) -> StatusResponse {
     }
 }
 
-/// The device side of a dev-mode seamless verification: opening `targetUri` with the right
-/// token completes it.
+/// What the device gets for opening a seamless `targetUri`.
+pub enum SeamlessOpened {
+    /// The verification's status (dev and header enrichment complete it at once).
+    Done(Box<StatusResponse>),
+    /// Redirect the device here: the operator's authorization endpoint (CAMARA).
+    Redirect(String),
+}
+
+/// The device side of a seamless verification: opening `targetUri` with the right token
+/// completes it (dev mode, header enrichment) or starts the operator's flow (CAMARA).
 pub async fn complete_seamless(
     state: &AppState,
     id: &str,
     token: &str,
     peer: std::net::IpAddr,
     headers: &axum::http::HeaderMap,
-) -> Result<StatusResponse, ApiError> {
+) -> Result<SeamlessOpened, ApiError> {
     let id = VerificationId::parse(id).ok_or_else(ApiError::not_found)?;
     let mut v = state
         .0
@@ -1209,6 +1217,19 @@ pub async fn complete_seamless(
                 }
             }
         }
+        SeamlessKind::Camara(camara) => {
+            // A final (or expired) verification starts no new flow; the device sees why.
+            if !v.is_live(state.now()) {
+                return Ok(SeamlessOpened::Done(Box::new(status_view(state, &v))));
+            }
+            let secrets = camara_secrets(state, &v)?;
+            let url = camara
+                .authorization_url(&secrets, &camara_redirect_uri(state), &v.identity)
+                .await
+                .map_err(|e| camara_error(&v, e))?;
+            tracing::info!(verification.id = %v.id, number = %v.identity.masked(), "seamless verification sent to the operator");
+            return Ok(SeamlessOpened::Redirect(url));
+        }
     };
     let hasher = state.0.hasher.clone();
     update_with_events(state, &mut v, |v, now| {
@@ -1223,7 +1244,166 @@ pub async fn complete_seamless(
     .await?;
     crate::metrics::finished(&v);
     tracing::info!(verification.id = %v.id, status = %v.status, number = %v.identity.masked(), "seamless verification completed");
+    Ok(SeamlessOpened::Done(Box::new(status_view(state, &v))))
+}
+
+/// What the operator's redirect brings back to `/verification/v1/seamless/callback`.
+pub struct SeamlessCallback {
+    /// Our `state`: `{verification id}.{MAC}`.
+    pub state: Option<String>,
+    /// The authorization code (on success).
+    pub code: Option<String>,
+    /// The OAuth error (on failure), e.g. `login_required`.
+    pub error: Option<String>,
+    /// The issuer that answered (RFC 9207), when the operator sends it.
+    pub iss: Option<String>,
+}
+
+/// The end of the CAMARA flow: the operator redirected the device back. Exchanges the code,
+/// asks the operator's Number Verification API about the number and records the verdict.
+///
+/// - `devicePhoneNumberVerified: true` → SUCCESSFUL; `false` → FAIL.
+/// - The operator could not authenticate the device by its network (`login_required` and
+///   the like, or `USER_NOT_AUTHENTICATED_BY_MOBILE_NETWORK` from `/verify`) → FAIL /
+///   "Network error or number unreachable", so the client can fall back.
+/// - The operator unreachable or failing → 50300; the verification stays PENDING and the
+///   device can open `targetUri` again until it expires.
+/// - A `state` that is forged, or names a verification that is no longer pending → an
+///   error, nothing changes and the operator is not called.
+pub async fn seamless_callback(
+    state: &AppState,
+    callback: SeamlessCallback,
+) -> Result<StatusResponse, ApiError> {
+    let flow_state = callback.state.ok_or_else(|| ApiError::missing("state"))?;
+    let id = crate::camara::state_verification_id(&flow_state)
+        .and_then(VerificationId::parse)
+        .ok_or_else(ApiError::not_found)?;
+    let mut v = state
+        .0
+        .store
+        .verification_by_id(id)
+        .await?
+        .filter(|v| v.method == Method::Seamless)
+        .ok_or_else(ApiError::not_found)?;
+    let secrets = camara_secrets(state, &v)?;
+    if !secrets.state_matches(&flow_state) {
+        tracing::warn!(verification.id = %v.id, "seamless callback with a forged state refused");
+        return Err(ApiError::not_found());
+    }
+    let Some(SeamlessKind::Camara(camara)) = seamless_provider(state, &v.identity).map(|p| &p.kind)
+    else {
+        return Err(seamless_unavailable());
+    };
+    // RFC 9207: an answer naming another issuer is a mix-up, not this operator's.
+    if callback
+        .iss
+        .as_deref()
+        .is_some_and(|iss| !camara.is_issuer(iss))
+    {
+        tracing::warn!(verification.id = %v.id, "seamless callback from another issuer refused");
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "The authorization response comes from another issuer.",
+        ));
+    }
+    // Single use: once final, no callback reaches the operator again.
+    if !v.is_live(state.now()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "The verification is no longer pending.",
+        ));
+    }
+    let verdict = match (callback.error, callback.code) {
+        (Some(error), _) if crate::camara::is_network_refusal(&error) => {
+            tracing::info!(verification.id = %v.id, error = ?error, "the operator did not authenticate the device by its network");
+            None
+        }
+        (Some(error), _) => {
+            // The query is the device's to write: logged escaped (Debug), never trusted.
+            tracing::warn!(verification.id = %v.id, error = ?error, "the operator's authorization endpoint refused the request");
+            return Err(operator_unavailable());
+        }
+        (None, None) => return Err(ApiError::missing("code")),
+        (None, Some(code)) => {
+            match camara
+                .verify(
+                    &code,
+                    &secrets,
+                    &camara_redirect_uri(state),
+                    &v.identity,
+                    &v.id.to_string(),
+                    state.now(),
+                )
+                .await
+            {
+                Ok(matched) => Some(matched),
+                Err(crate::camara::CamaraError::NotAuthenticatedByNetwork) => {
+                    tracing::info!(verification.id = %v.id, "the operator's API says the device was not authenticated by its network");
+                    None
+                }
+                Err(e) => return Err(camara_error(&v, e)),
+            }
+        }
+    };
+    update_with_events(state, &mut v, |v, now| {
+        let changed = match verdict {
+            Some(true) => v.succeed_now(Source::Intercepted, now),
+            Some(false) => v.fail_now(now),
+            None => v.fail_with(Reason::NetworkErrorOrNumberUnreachable, now),
+        };
+        (changed, changed)
+    })
+    .await?;
+    crate::metrics::finished(&v);
+    tracing::info!(verification.id = %v.id, status = %v.status, number = %v.identity.masked(), "seamless verification completed by the operator");
     Ok(status_view(state, &v))
+}
+
+/// The CAMARA flow values of a verification.
+fn camara_secrets(
+    state: &AppState,
+    v: &Verification,
+) -> Result<crate::camara::FlowSecrets, ApiError> {
+    let key = state.0.oidc_key.as_ref().ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "no seamless OIDC key: no CAMARA provider is configured"
+        ))
+    })?;
+    Ok(crate::camara::FlowSecrets::derive(key, v))
+}
+
+/// Where the operator sends the device back.
+fn camara_redirect_uri(state: &AppState) -> String {
+    format!(
+        "{}/verification/v1/seamless/callback",
+        state.0.settings.public_url
+    )
+}
+
+/// A CAMARA failure that decided nothing, as answered to the device (the cause is logged,
+/// never sent).
+fn camara_error(v: &Verification, e: crate::camara::CamaraError) -> ApiError {
+    use crate::camara::CamaraError;
+    match e {
+        CamaraError::CodeRejected(error) => {
+            tracing::warn!(verification.id = %v.id, %error, "the operator refused the authorization code");
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "The authorization code was refused by the operator; open targetUri again.",
+            )
+        }
+        CamaraError::NotAuthenticatedByNetwork | CamaraError::Operator(_) => {
+            tracing::warn!(verification.id = %v.id, error.cause_chain = ?anyhow::Error::from(e), "the CAMARA operator failed");
+            operator_unavailable()
+        }
+    }
+}
+
+fn operator_unavailable() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "The mobile operator could not complete the verification; try again later.",
+    )
 }
 
 /// The seamless provider that serves a number, if any.

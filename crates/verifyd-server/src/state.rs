@@ -24,6 +24,10 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub hasher: CodeHasher,
+    /// Derives the CAMARA flow's `state`, `nonce` and PKCE verifier (server key
+    /// `seamless-oidc`, the same on every node sharing the store). Loaded only when a
+    /// CAMARA provider is configured.
+    pub oidc_key: Option<[u8; 32]>,
     /// The CSPRNG for codes, ids, CLIs and tokens. A std `Mutex`: each use is a few
     /// microseconds of drawing and never crosses an `.await`.
     pub rng: Mutex<Box<dyn RngCore + Send>>,

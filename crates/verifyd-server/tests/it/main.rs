@@ -9,6 +9,7 @@
 
 mod auth;
 mod callbacks;
+mod camara;
 mod channels;
 mod delivery;
 mod errors;
