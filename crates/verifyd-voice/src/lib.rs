@@ -64,6 +64,7 @@
 //! - [`g711`], [`wav`]: codecs and WAV reading, public for tests that check what was heard.
 //! - `pacer`: the calls-per-second cap.
 
+mod digest;
 pub mod g711;
 mod pacer;
 mod prompt;

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::digest::DigestWire;
 use crate::{SipConfigError, SipTransport, SipTrunkConfig, rtp, sdp};
 
 /// What to do on the line.
@@ -198,6 +199,9 @@ impl Ua {
             .with_user_agent(concat!("verifyd/", env!("CARGO_PKG_VERSION")))
             .with_transport_layer(transport)
             .with_cancel_token(shutdown.child_token())
+            // rsipstack answers 401/407 itself; this writes its credentials with RFC
+            // quoting (`qop=auth`, not `qop="auth"`) on the wire.
+            .with_inspector(Box::new(DigestWire))
             .build();
         let mut incoming = endpoint.incoming_transactions().map_err(stack)?;
         let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));

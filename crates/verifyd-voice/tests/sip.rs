@@ -476,12 +476,15 @@ enum Challenge {
     /// `407 Proxy Authentication Required` with `Proxy-Authenticate`, answered with
     /// `Proxy-Authorization`; no qop (RFC 2069 style).
     Proxy,
+    /// As [`Challenge::Www`], offering `qop="auth,auth-int"` (RFC 2617 §3.2.1): answered
+    /// with `qop=auth`.
+    WwwQopList,
 }
 
 impl Challenge {
     fn authorization(self) -> &'static str {
         match self {
-            Challenge::Www => "Authorization",
+            Challenge::Www | Challenge::WwwQopList => "Authorization",
             Challenge::Proxy => "Proxy-Authorization",
         }
     }
@@ -505,6 +508,12 @@ async fn auth_trunk(challenge: Challenge, reject: Reject) -> Sipp {
             "WWW-Authenticate",
             r#", qop="auth", opaque="0paque", algorithm=MD5"#,
         ),
+        Challenge::WwwQopList => (
+            "401",
+            "Unauthorized",
+            "WWW-Authenticate",
+            r#", qop="auth,auth-int", opaque="0paque", algorithm=MD5"#,
+        ),
         Challenge::Proxy => (
             "407",
             "Proxy Authentication Required",
@@ -525,7 +534,7 @@ async fn auth_trunk(challenge: Challenge, reject: Reject) -> Sipp {
     // known before SIPp starts.
     let port = free_udp_port();
     let verify = match challenge {
-        Challenge::Www => format!(
+        Challenge::Www | Challenge::WwwQopList => format!(
             r#"<verifyauth assign_to="authvalid" username="{AUTH_USER}" password="{AUTH_PASSWORD}"/>"#
         ),
         Challenge::Proxy => {
@@ -566,8 +575,16 @@ fn auth_config(port: u16, password: &str) -> SipTrunkConfig {
     config
 }
 
-/// The parameters of a `Digest k=v, k="v"` header value.
+/// The parameters of a `Digest k=v, k="v"` header value, without quotes.
 fn digest_params(value: &str) -> HashMap<String, String> {
+    digest_raw_params(value)
+        .into_iter()
+        .map(|(k, v)| (k, v.trim_matches('"').to_string()))
+        .collect()
+}
+
+/// The parameters of a `Digest k=v, k="v"` header value as written (quotes kept).
+fn digest_raw_params(value: &str) -> HashMap<String, String> {
     let rest = value.trim().strip_prefix("Digest").unwrap().trim();
     let mut out = HashMap::new();
     let mut start = 0;
@@ -586,12 +603,27 @@ fn digest_params(value: &str) -> HashMap<String, String> {
     parts.push(&rest[start..]);
     for part in parts {
         let (k, v) = part.trim().split_once('=').unwrap();
-        out.insert(
-            k.trim().to_ascii_lowercase(),
-            v.trim().trim_matches('"').to_string(),
-        );
+        out.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
     }
     out
+}
+
+/// The credentials are written as RFC 2617 §3.2.2 / RFC 7616 §3.4 want: `algorithm`,
+/// `qop` and `nc` as bare tokens (`qop=auth`, `nc=00000001`), the other parameters as
+/// quoted strings.
+fn assert_rfc_quoting(credentials: &str) {
+    for (name, value) in digest_raw_params(credentials) {
+        let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
+        match name.as_str() {
+            "algorithm" | "qop" | "nc" => assert!(!quoted, "{name} quoted: {credentials}"),
+            _ => assert!(quoted, "{name} not quoted: {credentials}"),
+        }
+    }
+    let raw = digest_raw_params(credentials);
+    if raw.contains_key("qop") {
+        assert_eq!(raw["qop"], "auth", "{credentials}");
+        assert_eq!(raw["nc"], "00000001", "{credentials}");
+    }
 }
 
 fn md5_hex(s: &str) -> String {
@@ -653,7 +685,7 @@ async fn flash_call_through_a_challenge(challenge: Challenge) {
         Some(CallResult::Cancel)
     );
     let status = match challenge {
-        Challenge::Www => "401",
+        Challenge::Www | Challenge::WwwQopList => "401",
         Challenge::Proxy => "407",
     };
     assert_eq!(
@@ -676,11 +708,13 @@ async fn flash_call_through_a_challenge(challenge: Challenge) {
     assert_eq!(first.header("Authorization"), None);
     assert_eq!(first.header("Proxy-Authorization"), None);
     let other = match challenge {
-        Challenge::Www => "Proxy-Authorization",
+        Challenge::Www | Challenge::WwwQopList => "Proxy-Authorization",
         Challenge::Proxy => "Authorization",
     };
     assert_eq!(second.header(other), None, "{}", second.text);
-    let params = digest_params(second.header(challenge.authorization()).unwrap());
+    let credentials = second.header(challenge.authorization()).unwrap();
+    assert_rfc_quoting(credentials);
+    let params = digest_params(credentials);
     assert_eq!(params["username"], AUTH_USER);
     assert_eq!(params["realm"], REALM);
     assert_eq!(params["nonce"], NONCE);
@@ -689,7 +723,7 @@ async fn flash_call_through_a_challenge(challenge: Challenge) {
         assert!(algorithm.eq_ignore_ascii_case("MD5"), "{params:?}");
     }
     match challenge {
-        Challenge::Www => {
+        Challenge::Www | Challenge::WwwQopList => {
             assert_eq!(params["qop"], "auth");
             assert_eq!(params["nc"], "00000001");
             assert!(!params["cnonce"].is_empty());
@@ -725,6 +759,11 @@ async fn flash_call_answers_a_407_proxy_challenge_with_proxy_authorization() {
 #[tokio::test]
 async fn flash_call_answers_a_401_challenge_with_authorization_and_qop() {
     flash_call_through_a_challenge(Challenge::Www).await;
+}
+
+#[tokio::test]
+async fn flash_call_answers_a_challenge_offering_auth_and_auth_int_with_qop_auth() {
+    flash_call_through_a_challenge(Challenge::WwwQopList).await;
 }
 
 /// A wrong password: the trunk rejects the second INVITE and the call fails at once, with
@@ -1059,6 +1098,20 @@ async fn flash_call_through_a_kamailio_proxy_authenticates_and_reaches_the_carri
     assert!(
         accepted[0].contains(&format!("user={AUTH_USER} ruri=sip:{TO}@{CARRIER} ")),
         "{accepted:?}"
+    );
+    // Kamailio challenges with qop="auth": the credentials it accepted answer with
+    // `qop=auth` (a bare token), `nc=00000001` and a cnonce, and the response is the one
+    // computed here independently.
+    let (_, credentials) = accepted[0].split_once(" credentials=").unwrap();
+    assert_rfc_quoting(credentials);
+    let params = digest_params(credentials);
+    assert_eq!(params["qop"], "auth", "{credentials}");
+    assert!(!params["cnonce"].is_empty(), "{credentials}");
+    assert_eq!(params["realm"], CARRIER);
+    assert_eq!(params["uri"], format!("sip:{TO}@{CARRIER}"));
+    assert_eq!(
+        params["response"],
+        expected_response(&params, AUTH_PASSWORD)
     );
     // The handset behind the proxy sees the carrier's Request-URI and To, our From/PAI,
     // two Vias (the proxy's over ours) and no credentials (the proxy consumed them).
