@@ -21,6 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
   # The package starts a system nginx on port 80; the tests run their own.
   pkill -x nginx 2>/dev/null || true
+  pkill -x kamailio 2>/dev/null || true
 fi
 export PATH="$PATH:/usr/sbin"
 
