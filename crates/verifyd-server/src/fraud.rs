@@ -383,15 +383,21 @@ impl FraudPolicy {
         {
             return Err(("geo", Reason::DestinationDenied));
         }
-        let line = number.line_type();
-        let refused = match line {
-            LineType::PremiumRate => self.block_premium_rate,
-            LineType::SharedCost => self.block_shared_cost,
-            LineType::Voip => self.block_voip,
-            LineType::FixedLine => {
-                self.block_fixed_line_sms && matches!(method, Method::Sms | Method::Whatsapp)
+        let special = if self.block_premium_rate || self.block_shared_cost || self.block_voip {
+            number.special_line_type()
+        } else {
+            None
+        };
+        let refused = match special {
+            Some(LineType::PremiumRate) => self.block_premium_rate,
+            Some(LineType::SharedCost) => self.block_shared_cost,
+            Some(LineType::Voip) => self.block_voip,
+            Some(_) => false,
+            None => {
+                self.block_fixed_line_sms
+                    && matches!(method, Method::Sms | Method::Whatsapp)
+                    && number.line_type() == LineType::FixedLine
             }
-            _ => false,
         };
         if refused {
             return Err(("number_type", Reason::DestinationDenied));
@@ -423,7 +429,7 @@ impl FraudPolicy {
             g.push(
                 StartLimit::PerHour,
                 CounterOp {
-                    key: format!("starts:h:{app}:{n}"),
+                    key: format!("num:{app}:{n}:starts:h"),
                     amount: 1,
                     window: Duration::hours(1),
                     bucket: Duration::minutes(1),
@@ -435,7 +441,7 @@ impl FraudPolicy {
             g.push(
                 StartLimit::PerDay,
                 CounterOp {
-                    key: format!("starts:d:{app}:{n}"),
+                    key: format!("num:{app}:{n}:starts:d"),
                     amount: 1,
                     window: Duration::days(1),
                     bucket: Duration::hours(1),
@@ -694,7 +700,7 @@ fn spend_op(app: &str, micros: i64) -> CounterOp {
 
 fn wrong_codes_op(app: &str, number: &str, amount: i64) -> CounterOp {
     CounterOp {
-        key: format!("wrong:{app}:{number}"),
+        key: format!("num:{app}:{number}:wrong"),
         amount,
         window: Duration::days(1),
         bucket: Duration::hours(1),

@@ -480,6 +480,12 @@ fn counter_sum(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> rusqli
 
 /// Adds `op.amount` to the current bucket; returns the windowed sum after it.
 fn bump_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult<i64> {
+    add_tx(conn, op, now)?;
+    counter_sum(conn, op, now).map_err(other)
+}
+
+/// Adds `op.amount` to the current bucket.
+fn add_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult<()> {
     if op.amount != 0 {
         let (width, window) = counter_span(op);
         let bucket = micros(now).div_euclid(width) * width;
@@ -490,7 +496,7 @@ fn bump_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResul
         .and_then(|mut s| s.execute(params![op.key, bucket, op.amount, bucket + width + window]))
         .map_err(other)?;
     }
-    counter_sum(conn, op, now).map_err(other)
+    Ok(())
 }
 
 /// How long until the gate `key` opens, if it is closed (changes nothing).
@@ -1178,7 +1184,7 @@ impl Store for SqliteStore {
                 .map_err(other)?;
             }
             for c in &guard.counters {
-                bump_tx(conn, &c.op, now)?;
+                add_tx(conn, &c.op, now)?;
             }
             Ok((
                 GuardOutcome::Passed {
