@@ -260,7 +260,7 @@ pub fn seal(
     v: &Verification,
     payload: &Payload,
     sms_fallback: Option<&Payload>,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<(Vec<u8>, Unsealed), ApiError> {
     let sealed = Sealed {
         method: v.method.as_str().into(),
         to: v.identity.as_str().into(),
@@ -268,10 +268,15 @@ pub fn seal(
         sms_fallback: sms_fallback.map(SealedPayload::from),
     };
     let plain = serde_json::to_vec(&sealed).map_err(ApiError::internal)?;
-    state
+    let bytes = state
         .with_rng(|rng| state.0.dispatcher.sealer.seal(&plain, rng))
-        .map_err(ApiError::internal)
+        .map_err(ApiError::internal)?;
+    Ok((bytes, Unsealed(sealed)))
 }
+
+/// A job's message as it was sealed, for the node that queued it to send without opening
+/// the sealed copy again.
+pub struct Unsealed(Sealed);
 
 fn backoff(
     settings: &DeliverySettings,
@@ -300,19 +305,20 @@ pub async fn dispatch_started(
     state: &AppState,
     job: DeliveryJob,
     verification: Verification,
+    message: Unsealed,
     handed_over: tokio::sync::oneshot::Sender<()>,
 ) {
-    run(state, job, Some(verification), Some(handed_over)).await;
+    run(state, job, Some((verification, message)), Some(handed_over)).await;
 }
 
 async fn run(
     state: &AppState,
     job: DeliveryJob,
-    verification: Option<Verification>,
+    started: Option<(Verification, Unsealed)>,
     handed_over: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     let id = job.id;
-    if let Err(e) = dispatch_inner(state, job, verification, handed_over).await {
+    if let Err(e) = dispatch_inner(state, job, started, handed_over).await {
         // The lease runs out and the job is tried again.
         tracing::error!(job.id = id, error.cause_chain = ?e.internal, message = %e.message, "delivery job failed to run");
     }
@@ -321,14 +327,14 @@ async fn run(
 async fn dispatch_inner(
     state: &AppState,
     job: DeliveryJob,
-    verification: Option<Verification>,
+    started: Option<(Verification, Unsealed)>,
     mut handed_over: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), ApiError> {
     let store = &state.0.store;
     let d = &state.0.dispatcher;
-    let v = match verification {
-        Some(v) => Some(v),
-        None => store.verification_by_id(job.verification_id).await?,
+    let (v, unsealed) = match started {
+        Some((v, Unsealed(message))) => (Some(v), Some(message)),
+        None => (store.verification_by_id(job.verification_id).await?, None),
     };
     let Some(mut v) = v else {
         store.finish_job(job.id).await?;
@@ -339,9 +345,11 @@ async fn dispatch_inner(
         store.finish_job(job.id).await?;
         return Ok(());
     }
-    let sealed: Sealed =
-        serde_json::from_slice(&d.sealer.open(&job.payload).map_err(ApiError::internal)?)
-            .map_err(ApiError::internal)?;
+    let sealed: Sealed = match unsealed {
+        Some(message) => message,
+        None => serde_json::from_slice(&d.sealer.open(&job.payload).map_err(ApiError::internal)?)
+            .map_err(ApiError::internal)?,
+    };
     let steps = d.plan(v.method, &v.identity);
     let has_callback = state
         .0

@@ -322,7 +322,7 @@ pub async fn start(
     // and its rate checks, so an answered start is always delivered or its failure recorded.
     let (superseded, job) = match &test {
         None => {
-            let sealed = crate::delivery::seal(
+            let (sealed, message) = crate::delivery::seal(
                 state,
                 &verification,
                 &plan.payload,
@@ -371,7 +371,7 @@ pub async fn start(
                 next_attempt_at: lease_until,
                 created_at: now,
             };
-            (superseded, Some(job))
+            (superseded, Some((job, message)))
         }
         Some(_) => (
             state
@@ -401,7 +401,7 @@ pub async fn start(
 
     match (&test, job) {
         (Some(t), _) => script_test_number(state, &mut verification, t.outcome).await?,
-        (None, Some(job)) => {
+        (None, Some((job, message))) => {
             // Hand the message to the channel now, in the background; answer once it is
             // handed over or after `inline_wait` (the job is safe in the store either way).
             let (handed_over, handed) = tokio::sync::oneshot::channel();
@@ -409,7 +409,14 @@ pub async fn start(
                 let state = state.clone();
                 let verification = verification.clone();
                 async move {
-                    crate::delivery::dispatch_started(&state, job, verification, handed_over).await;
+                    crate::delivery::dispatch_started(
+                        &state,
+                        job,
+                        verification,
+                        message,
+                        handed_over,
+                    )
+                    .await;
                 }
             });
             let wait = state.0.dispatcher.settings().inline_wait;
