@@ -1188,13 +1188,7 @@ pub async fn complete_seamless(
     headers: &axum::http::HeaderMap,
 ) -> Result<SeamlessOpened, ApiError> {
     let id = VerificationId::parse(id).ok_or_else(ApiError::not_found)?;
-    let mut v = state
-        .0
-        .store
-        .verification_by_id(id)
-        .await?
-        .filter(|v| v.method == Method::Seamless)
-        .ok_or_else(ApiError::not_found)?;
+    let mut v = seamless_verification(state, id).await?;
     // The token is unguessable (192 bits); a wrong one learns nothing and changes nothing.
     if !v.secret_matches(token, &state.0.hasher) {
         return Err(ApiError::not_found());
@@ -1285,13 +1279,7 @@ pub async fn seamless_callback(
     let id = crate::camara::state_verification_id(&flow_state)
         .and_then(VerificationId::parse)
         .ok_or_else(ApiError::not_found)?;
-    let mut v = state
-        .0
-        .store
-        .verification_by_id(id)
-        .await?
-        .filter(|v| v.method == Method::Seamless)
-        .ok_or_else(ApiError::not_found)?;
+    let mut v = seamless_verification(state, id).await?;
     let secrets = camara_secrets(state, &v)?;
     if !secrets.state_matches(&flow_state) {
         tracing::warn!(verification.id = %v.id, "seamless callback with a forged state refused");
@@ -1411,6 +1399,21 @@ fn operator_unavailable() -> ApiError {
         ErrorCode::Unavailable,
         "The mobile operator could not complete the verification; try again later.",
     )
+}
+
+/// The seamless verification with this id (of any application: the device holds no
+/// credentials, its token or flow state proves it).
+async fn seamless_verification(
+    state: &AppState,
+    id: VerificationId,
+) -> Result<Verification, ApiError> {
+    state
+        .0
+        .store
+        .verification_by_id(id)
+        .await?
+        .filter(|v| v.method == Method::Seamless)
+        .ok_or_else(ApiError::not_found)
 }
 
 /// The seamless provider that serves a number, if any.

@@ -13,7 +13,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, outcome};
 
 /// A provider mock: records requests, answers from a fixed function.
 #[derive(Clone, Default)]
@@ -101,38 +101,6 @@ from = "Verifyd"
     )
 }
 
-/// The attempts once there are at least `n`: a start is answered as soon as the channel
-/// accepted the message, and its attempt is recorded right after.
-async fn attempts_at_least(app: &TestApp, id: &str, n: usize) -> Vec<String> {
-    for _ in 0..500 {
-        let got = attempts(app, id).await;
-        if got.len() >= n {
-            return got;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    attempts(app, id).await
-}
-
-async fn attempts(app: &TestApp, id: &str) -> Vec<String> {
-    let v: Value = app
-        .http
-        .get(format!("{}/admin/v1/verifications/{id}/attempts", app.url))
-        .header("authorization", "Bearer adm")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap().to_string())
-        .collect()
-}
-
 async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Value {
     for _ in 0..200 {
         let s = app.status_id(id).await;
@@ -142,6 +110,18 @@ async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Value {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     app.status_id(id).await
+}
+
+async fn attempts(app: &TestApp, id: &str) -> Vec<String> {
+    app.attempts(id).await.iter().map(outcome).collect()
+}
+
+async fn attempts_at_least(app: &TestApp, id: &str, n: usize) -> Vec<String> {
+    app.attempts_at_least(id, n)
+        .await
+        .iter()
+        .map(outcome)
+        .collect()
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use verifyd_channels::{
     Channel, Delivery, OutboundMessage, Payload, Receipt, ReceiptStatus, SendError,
 };
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, outcome};
 use crate::receiver::Receiver;
 
 #[derive(Clone)]
@@ -113,40 +113,19 @@ channel = "b"
 sender = "+46700000000"
 "#;
 
-/// The attempts once there are at least `n`: a start is answered as soon as the channel
-/// accepted the message, and its attempt is recorded right after.
-async fn attempts_at_least(app: &TestApp, id: &str, n: usize) -> Vec<(String, String)> {
-    for _ in 0..500 {
-        let got = attempts(app, id).await;
-        if got.len() >= n {
-            return got;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    attempts(app, id).await
+async fn attempts(app: &TestApp, id: &str) -> Vec<(String, String)> {
+    app.attempts(id)
+        .await
+        .iter()
+        .map(|a| (a["route"].as_str().unwrap().to_string(), outcome(a)))
+        .collect()
 }
 
-async fn attempts(app: &TestApp, id: &str) -> Vec<(String, String)> {
-    let v: Value = app
-        .http
-        .get(format!("{}/admin/v1/verifications/{id}/attempts", app.url))
-        .header("authorization", "Bearer adm")
-        .send()
+async fn attempts_at_least(app: &TestApp, id: &str, n: usize) -> Vec<(String, String)> {
+    app.attempts_at_least(id, n)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["attempts"]
-        .as_array()
-        .unwrap()
         .iter()
-        .map(|a| {
-            (
-                a["route"].as_str().unwrap().to_string(),
-                a["outcome"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|a| (a["route"].as_str().unwrap().to_string(), outcome(a)))
         .collect()
 }
 

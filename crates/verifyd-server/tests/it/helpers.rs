@@ -187,6 +187,34 @@ impl TestApp {
         .await
     }
 
+    /// A verification's delivery attempts, from the admin API (token `adm`).
+    pub async fn attempts(&self, id: &str) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}/admin/v1/verifications/{id}/attempts", self.url))
+            .header("authorization", "Bearer adm")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["attempts"].as_array().unwrap().clone()
+    }
+
+    /// The attempts once there are at least `n`: a start is answered as soon as the channel
+    /// accepted the message, and its attempt is recorded right after.
+    pub async fn attempts_at_least(&self, id: &str, n: usize) -> Vec<Value> {
+        for _ in 0..500 {
+            let got = self.attempts(id).await;
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.attempts(id).await
+    }
+
     pub async fn status_id(&self, id: &str) -> Value {
         let r = self
             .signed(
@@ -238,4 +266,9 @@ pub fn basic(key: &str, secret: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"))
     )
+}
+
+/// An attempt's outcome (`submitted`, `failed: …`).
+pub fn outcome(attempt: &Value) -> String {
+    attempt["outcome"].as_str().unwrap().to_string()
 }

@@ -12,7 +12,7 @@ use time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, outcome};
 
 struct Smsc {
     _child: Child,
@@ -128,22 +128,7 @@ channel = "smsc"
 }
 
 async fn attempts(app: &TestApp, id: &str) -> Vec<String> {
-    let v: Value = app
-        .http
-        .get(format!("{}/admin/v1/verifications/{id}/attempts", app.url))
-        .header("authorization", "Bearer adm")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap().to_string())
-        .collect()
+    app.attempts(id).await.iter().map(outcome).collect()
 }
 
 #[tokio::test]
