@@ -17,6 +17,9 @@ command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 [ -f /usr/share/asterisk/sounds/en_US_f_Allison/digits/0.wav ] || need_apt+=(asterisk-core-sounds-en-wav)
 # Kamailio plays the carrier's SBC (outbound proxy with digest auth) in the SIP tests.
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need_apt+=(kamailio)
+# ... and, with its TLS module, the trunk reached over SIP over TLS.
+compgen -G '/usr/lib/*/kamailio/modules/tls.so' >/dev/null \
+  || [ -f /usr/lib/kamailio/modules/tls.so ] || need_apt+=(kamailio-tls-modules)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
   # The package starts a system nginx on port 80; the tests run their own.

@@ -120,8 +120,13 @@ pub async fn build(
         config.transport = match c.transport.as_deref() {
             None | Some("udp") => SipTransport::Udp,
             Some("tcp") => SipTransport::Tcp,
-            Some(other) => bail!("{label}: transport {other:?} (expected udp or tcp)"),
+            Some("tls") => SipTransport::Tls,
+            Some(other) => bail!("{label}: transport {other:?} (expected udp, tcp or tls)"),
         };
+        config.tls_ca_file = c.tls_ca_file.as_ref().map(Into::into);
+        config.tls_server_name.clone_from(&c.tls_server_name);
+        config.tls_client_cert = c.tls_client_cert.as_ref().map(Into::into);
+        config.tls_client_key = c.tls_client_key.as_ref().map(Into::into);
         if let Some(bind) = &c.bind {
             config.bind = bind
                 .parse()

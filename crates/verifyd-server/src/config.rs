@@ -126,8 +126,18 @@ pub struct SipChannelConfig {
     pub name: String,
     /// The trunk's SBC or proxy, `host:port`.
     pub proxy: String,
-    /// `udp` (default) or `tcp`.
+    /// `udp` (default), `tcp` or `tls` (SIP over TLS, port 5061 by default; the trunk's
+    /// certificate is always verified).
     pub transport: Option<String>,
+    /// TLS: PEM CA bundle for a trunk with a private CA (default: the system bundle).
+    pub tls_ca_file: Option<String>,
+    /// TLS: the name checked against the trunk's certificate and sent as SNI (default: the
+    /// host of `proxy`).
+    pub tls_server_name: Option<String>,
+    /// TLS: PEM client certificate for mutual TLS (with `tls_client_key`).
+    pub tls_client_cert: Option<String>,
+    /// TLS: PEM private key of `tls_client_cert`.
+    pub tls_client_key: Option<String>,
     /// Domain in From / P-Asserted-Identity.
     pub from_domain: String,
     /// Local SIP address to bind (default 0.0.0.0:5060).

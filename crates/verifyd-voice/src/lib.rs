@@ -2,7 +2,7 @@
 //!
 //! [`SipChannel`] implements [`verifyd_channels::Channel`] for [`Payload::FlashCall`] and
 //! [`Payload::Callout`]. It is a SIP user agent (RFC 3261, `rsipstack`) that sends every
-//! INVITE to one trunk ([`SipTrunkConfig::proxy`]), over UDP or TCP, with digest
+//! INVITE to one trunk ([`SipTrunkConfig::proxy`]), over UDP, TCP or TLS, with digest
 //! authentication when the trunk challenges. `send` returns once the call attempt is over:
 //! a few seconds for a flash call, the ring time plus the announcement for a callout.
 //!
@@ -38,6 +38,7 @@
 //! | `486`, `600`, `603` | `Err(SendError::Permanent)`, reason `busy (486 Busy Here)` |
 //! | no 180/183 (flash) or no answer (callout) within the dial timeout, so cancelled; a callout answered only across that CANCEL; `408`, `480` | `Err(SendError::Permanent)`, reason starting `no answer` |
 //! | any other 3xx–6xx, no response at all from the trunk, an unusable SDP answer, a bad payload, socket or stack errors | `Err(SendError::Permanent)`, reason starting `failed` |
+//! | TLS trunk: the connection cannot be opened (a certificate that does not verify, a failed handshake, nothing listening; 10 s at most) | `Err(SendError::Permanent)`, `failed (TLS connection: <reason>)`, before any INVITE |
 //!
 //! A flash call that rang counts as delivered whatever final response follows (a reject
 //! racing the CANCEL included): the call is in the handset's log.
@@ -100,7 +101,31 @@ pub enum SipTransport {
     Udp,
     /// A TCP connection opened on the first call and reused.
     Tcp,
+    /// SIP over TLS (RFC 3261 §26.2, port 5061 when [`SipTrunkConfig::proxy`] has none): a
+    /// TLS connection opened on the first call and reused. URIs stay `sip:` and a preloaded
+    /// Route carries `;transport=tls`, as carrier trunks expect (`sips:` would demand TLS on
+    /// every hop to the handset, which no PSTN trunk gives).
+    ///
+    /// The trunk's certificate is always verified: against [`SipTrunkConfig::tls_ca_file`],
+    /// or the system's CA bundle when that is `None`, for the name in
+    /// [`SipTrunkConfig::tls_server_name`] (default: the host of
+    /// [`SipTrunkConfig::proxy`], an IP address included). A certificate that does not
+    /// verify fails the call; nothing falls back to plaintext.
+    ///
+    /// There is no TLS listener: requests the trunk starts inside a dialog (a callee's BYE)
+    /// reach the Contact address over UDP unless the trunk sends them on the open
+    /// connection.
+    Tls,
 }
+
+/// Where the system CA bundle is looked for when [`SipTrunkConfig::tls_ca_file`] is `None`
+/// (Debian/Ubuntu, Fedora/RHEL, openSUSE, Alpine).
+const SYSTEM_CA_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
 
 /// One SIP trunk. Build with [`SipTrunkConfig::new`] and adjust fields.
 #[derive(Clone)]
@@ -110,8 +135,20 @@ pub struct SipTrunkConfig {
     /// Where INVITEs go: `host:port` of the trunk's SBC or proxy (port 5060 when omitted).
     /// Resolved on every call.
     pub proxy: String,
-    /// UDP (default) or TCP.
+    /// UDP (default), TCP or TLS.
     pub transport: SipTransport,
+    /// TLS only: the CA certificates (PEM file) the trunk's certificate must chain to, for
+    /// a trunk with a private CA. `None` (default): the system CA bundle.
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS only: the name sent as SNI and checked against the trunk's certificate. `None`
+    /// (default): the host of [`Self::proxy`].
+    pub tls_server_name: Option<String>,
+    /// TLS only: our client certificate chain (PEM) for trunks that demand mutual TLS;
+    /// goes with [`Self::tls_client_key`]. Default `None`.
+    pub tls_client_cert: Option<PathBuf>,
+    /// TLS only: the private key (PEM, PKCS#8 or PKCS#1) of [`Self::tls_client_cert`].
+    /// Never logged.
+    pub tls_client_key: Option<PathBuf>,
     /// The host in the Request-URI and To (`sip:+<number>@<host>`); default: [`Self::proxy`].
     /// When it differs from [`Self::proxy`], the proxy is an outbound proxy: the INVITE
     /// carries a preloaded `Route: <sip:<proxy address>;lr>` (RFC 3261 §8.1.2), which is
@@ -180,6 +217,10 @@ impl SipTrunkConfig {
             name: name.into(),
             proxy: proxy.into(),
             transport: SipTransport::Udp,
+            tls_ca_file: None,
+            tls_server_name: None,
+            tls_client_cert: None,
+            tls_client_key: None,
             request_uri_host: None,
             bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 5060)),
             advertised: None,
@@ -221,6 +262,10 @@ impl fmt::Debug for SipTrunkConfig {
             .field("name", &self.name)
             .field("proxy", &self.proxy)
             .field("transport", &self.transport)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("tls_client_cert", &self.tls_client_cert)
+            .field("tls_client_key", &self.tls_client_key)
             .field("request_uri_host", &self.request_uri_host)
             .field("bind", &self.bind)
             .field("advertised", &self.advertised)
@@ -257,9 +302,102 @@ pub enum SipConfigError {
     /// The SIP socket could not be bound or the stack could not start.
     #[error("SIP stack: {0}")]
     Stack(String),
+    /// A TLS file (CA bundle, client certificate or key) could not be read or holds no PEM
+    /// of the right kind.
+    #[error("SIP TLS: {0}")]
+    Tls(String),
     /// The prompts could not be loaded.
     #[error(transparent)]
     Prompts(#[from] PromptError),
+}
+
+/// The TLS material of a trunk, read at start.
+pub(crate) struct TlsFiles {
+    /// PEM CA certificates.
+    pub(crate) ca_certs: Vec<u8>,
+    /// PEM client certificate chain and key.
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
+    /// SNI and certificate identity.
+    pub(crate) server_name: String,
+}
+
+impl TlsFiles {
+    /// Reads the files named in `config` (for [`SipTransport::Tls`]).
+    async fn load(config: &SipTrunkConfig) -> Result<Self, SipConfigError> {
+        async fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, SipConfigError> {
+            tokio::fs::read(path).await.map_err(|e| {
+                SipConfigError::Tls(format!("cannot read the {what} {}: {e}", path.display()))
+            })
+        }
+        fn has_pem(data: &[u8], label: &str) -> bool {
+            let marker = format!("-----BEGIN {label}-----");
+            data.windows(marker.len()).any(|w| w == marker.as_bytes())
+        }
+        let ca_path = match &config.tls_ca_file {
+            Some(path) => path.clone(),
+            None => SYSTEM_CA_BUNDLES
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+                .ok_or_else(|| {
+                    SipConfigError::Tls("no system CA bundle found; set tls_ca_file".to_string())
+                })?,
+        };
+        let ca_certs = read(&ca_path, "CA file").await?;
+        if !has_pem(&ca_certs, "CERTIFICATE") {
+            return Err(SipConfigError::Tls(format!(
+                "no PEM certificate in the CA file {}",
+                ca_path.display()
+            )));
+        }
+        let client = match (&config.tls_client_cert, &config.tls_client_key) {
+            (Some(cert_path), Some(key_path)) => {
+                let cert = read(cert_path, "client certificate").await?;
+                if !has_pem(&cert, "CERTIFICATE") {
+                    return Err(SipConfigError::Tls(format!(
+                        "no PEM certificate in {}",
+                        cert_path.display()
+                    )));
+                }
+                let key = read(key_path, "client key").await?;
+                if !has_pem(&key, "PRIVATE KEY") && !has_pem(&key, "RSA PRIVATE KEY") {
+                    return Err(SipConfigError::Tls(format!(
+                        "no PEM PKCS#8 or PKCS#1 private key in {}",
+                        key_path.display()
+                    )));
+                }
+                Some((cert, key))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(SipConfigError::Setting(
+                    "tls_client_cert and tls_client_key go together",
+                ));
+            }
+        };
+        let server_name = match &config.tls_server_name {
+            Some(name) => name.clone(),
+            None => proxy_host(&config.proxy).to_string(),
+        };
+        Ok(Self {
+            ca_certs,
+            client,
+            server_name,
+        })
+    }
+}
+
+/// The host of a `host`, `host:port`, `[v6]` or `[v6]:port` proxy address.
+fn proxy_host(proxy: &str) -> &str {
+    let proxy = proxy.trim();
+    if let Some(rest) = proxy.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match proxy.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((host, _)) if !host.contains(':') => host,
+        _ => proxy,
+    }
 }
 
 /// The voice channel: one SIP user agent in front of one trunk.
@@ -308,13 +446,28 @@ impl SipChannel {
                 "auth_user and auth_password go together",
             ));
         }
+        let tls = match config.transport {
+            SipTransport::Tls => Some(TlsFiles::load(&config).await?),
+            SipTransport::Udp | SipTransport::Tcp => {
+                if config.tls_ca_file.is_some()
+                    || config.tls_server_name.is_some()
+                    || config.tls_client_cert.is_some()
+                    || config.tls_client_key.is_some()
+                {
+                    return Err(SipConfigError::Setting(
+                        "tls_* settings need the TLS transport",
+                    ));
+                }
+                None
+            }
+        };
         let prompts = Prompts::load(
             config.prompts_dir.as_deref(),
             &config.prompts_locale,
             config.espeak.clone(),
         )
         .await?;
-        let ua = Ua::start(&config).await?;
+        let ua = Ua::start(&config, tls).await?;
         tracing::info!(channel = %config.name, local = %ua.local_addr(), "SIP channel started");
         Ok(Self {
             slots: Semaphore::new(config.max_concurrent_calls),
@@ -436,6 +589,61 @@ impl Channel for SipChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn tls_settings_are_checked_at_start() {
+        let base = || {
+            let mut c = SipTrunkConfig::new("sip:t", "127.0.0.1:5061", "verify.example");
+            c.bind = "127.0.0.1:0".parse().unwrap();
+            c.prompts_dir = None;
+            c
+        };
+        let mut udp_with_ca = base();
+        udp_with_ca.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(
+            SipChannel::start(udp_with_ca).await,
+            Err(SipConfigError::Setting(_))
+        ));
+
+        let mut missing_ca = base();
+        missing_ca.transport = SipTransport::Tls;
+        missing_ca.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(
+            SipChannel::start(missing_ca).await,
+            Err(SipConfigError::Tls(m)) if m.contains("cannot read the CA file")
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let mut bad_ca = base();
+        bad_ca.transport = SipTransport::Tls;
+        bad_ca.tls_ca_file = Some(not_pem);
+        assert!(matches!(
+            SipChannel::start(bad_ca).await,
+            Err(SipConfigError::Tls(m)) if m.contains("no PEM certificate")
+        ));
+
+        let mut half_client = base();
+        half_client.transport = SipTransport::Tls;
+        half_client.tls_client_cert = Some("/nonexistent/client.pem".into());
+        assert!(matches!(
+            SipChannel::start(half_client).await,
+            Err(SipConfigError::Setting(_))
+        ));
+    }
+
+    #[test]
+    fn the_proxy_host_is_the_tls_server_name() {
+        assert_eq!(
+            proxy_host("sbc.carrier.example:5061"),
+            "sbc.carrier.example"
+        );
+        assert_eq!(proxy_host("sbc.carrier.example"), "sbc.carrier.example");
+        assert_eq!(proxy_host("127.0.0.1:5061"), "127.0.0.1");
+        assert_eq!(proxy_host("[::1]:5061"), "::1");
+        assert_eq!(proxy_host("::1"), "::1");
+    }
 
     #[test]
     fn numbers_are_reduced_to_plus_and_digits() {

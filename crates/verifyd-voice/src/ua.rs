@@ -17,14 +17,14 @@ use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::typed::Route;
 use rsipstack::sip::{Header, Method, Response, StatusCode, Transport, Uri};
 use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::{SipAddr, TransportLayer};
+use rsipstack::transport::{SipAddr, TlsConfig, TransportLayer};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::DigestWire;
-use crate::{SipConfigError, SipTransport, SipTrunkConfig, rtp, sdp};
+use crate::{SipConfigError, SipTransport, SipTrunkConfig, TlsFiles, rtp, sdp};
 
 /// What to do on the line.
 pub(crate) enum Plan {
@@ -95,6 +95,9 @@ impl Outcome {
         }
     }
 }
+
+/// How long opening a TLS connection to the trunk (TCP connect and handshake) may take.
+const TLS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Billable seconds: rounded up, at least one.
 fn billable(d: Duration) -> u32 {
@@ -167,6 +170,8 @@ impl Drop for HangUpOnDrop {
 /// The SIP side of a channel.
 pub(crate) struct Ua {
     layer: Arc<DialogLayer>,
+    /// The endpoint, for opening stream connections to the trunk before an INVITE.
+    endpoint: rsipstack::transaction::endpoint::EndpointInnerRef,
     /// Our Contact URI.
     contact: Uri,
     local: SocketAddr,
@@ -182,10 +187,27 @@ impl Drop for Ua {
 
 impl Ua {
     /// Binds the SIP socket and starts the endpoint.
-    pub(crate) async fn start(config: &SipTrunkConfig) -> Result<Self, SipConfigError> {
+    /// `tls`: the trunk's TLS material when it is reached over TLS.
+    pub(crate) async fn start(
+        config: &SipTrunkConfig,
+        tls: Option<TlsFiles>,
+    ) -> Result<Self, SipConfigError> {
         let stack = |e: rsipstack::Error| SipConfigError::Stack(e.to_string());
         let shutdown = CancellationToken::new();
         let transport = TransportLayer::new(shutdown.child_token());
+        if let Some(tls) = tls {
+            // Outbound TLS connections verify the trunk's certificate against `ca_certs`
+            // for `server_name` (rsipstack builds a rustls client with these roots and
+            // never installs a permissive verifier unless asked to).
+            let (client_cert, client_key) = tls.client.unzip();
+            transport.set_tls_config(TlsConfig {
+                ca_certs: Some(tls.ca_certs),
+                client_cert,
+                client_key,
+                sni_hostname: Some(tls.server_name),
+                ..Default::default()
+            });
+        }
         let udp = UdpConnection::create_connection(
             config.bind,
             config.advertised,
@@ -242,6 +264,7 @@ impl Ua {
         });
         Ok(Self {
             layer,
+            endpoint: endpoint.inner.clone(),
             contact,
             local,
             shutdown,
@@ -337,13 +360,17 @@ impl Ua {
         offer: String,
         call_id: &str,
     ) -> Result<InviteOption, String> {
-        let target = resolve(&config.proxy)
+        let (transport, default_port) = match config.transport {
+            SipTransport::Udp => (Transport::Udp, 5060),
+            SipTransport::Tcp => (Transport::Tcp, 5060),
+            SipTransport::Tls => (Transport::Tls, 5061),
+        };
+        let target = resolve(&config.proxy, default_port)
             .await
             .ok_or_else(|| "cannot resolve the trunk address".to_string())?;
-        let transport = match config.transport {
-            SipTransport::Udp => Transport::Udp,
-            SipTransport::Tcp => Transport::Tcp,
-        };
+        if transport == Transport::Tls {
+            self.connect_tls(target).await?;
+        }
         let ruri_host = config.request_uri_host.as_deref().unwrap_or(&config.proxy);
         let uri = |s: String| Uri::try_from(s.as_str()).map_err(|_| "bad SIP URI".to_string());
         let callee = uri(format!("sip:{to}@{ruri_host}"))?;
@@ -383,6 +410,7 @@ impl Ua {
             let transport_param = match config.transport {
                 SipTransport::Udp => "",
                 SipTransport::Tcp => ";transport=tcp",
+                SipTransport::Tls => ";transport=tls",
             };
             vec![Route {
                 display_name: None,
@@ -406,6 +434,31 @@ impl Ua {
             call_id: Some(call_id.to_owned()),
             ..Default::default()
         })
+    }
+
+    /// Opens (or finds open) the TLS connection to the trunk, so that a handshake that fails
+    /// (an untrusted or misnamed certificate, a peer that does not speak TLS) fails the call
+    /// at once with the reason. Left to the INVITE transaction, rsipstack would drop the
+    /// error and retry the handshake until Timer B, and the call would end as "no response"
+    /// after the ring limit.
+    async fn connect_tls(&self, target: SocketAddr) -> Result<(), String> {
+        let addr = SipAddr {
+            r#type: Some(Transport::Tls),
+            addr: target.into(),
+        };
+        let lookup = self.endpoint.transport_layer.lookup(&addr, None);
+        match tokio::time::timeout(TLS_CONNECT_TIMEOUT, lookup).await {
+            Ok(Ok(_)) => Ok(()),
+            // rustls' and the socket's reasons name certificates and addresses, never a
+            // number being called.
+            Ok(Err(rsipstack::Error::IoError(e))) => Err(format!("TLS connection: {e}")),
+            Ok(Err(rsipstack::Error::Error(e))) => Err(format!("TLS connection: {e}")),
+            Ok(Err(e)) => Err(format!("TLS connection: {}", stack_error(&e))),
+            Err(_) => Err(format!(
+                "TLS connection: not established within {}",
+                secs(TLS_CONNECT_TIMEOUT)
+            )),
+        }
     }
 
     /// How a flash call ended.
@@ -536,14 +589,17 @@ impl Ua {
     }
 }
 
-/// The trunk's address: `host:port`, or a bare host on port 5060.
-async fn resolve(proxy: &str) -> Option<SocketAddr> {
+/// The trunk's address: `host:port`, or a bare host on `default_port` (5060, or 5061 for TLS).
+async fn resolve(proxy: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(mut addrs) = tokio::net::lookup_host(proxy).await
         && let Some(addr) = addrs.next()
     {
         return Some(addr);
     }
-    tokio::net::lookup_host((proxy, 5060)).await.ok()?.next()
+    tokio::net::lookup_host((proxy, default_port))
+        .await
+        .ok()?
+        .next()
 }
 
 /// Whether `response` is the `487` to an INVITE we cancelled (anything else, such as a
@@ -673,16 +729,20 @@ mod tests {
     #[tokio::test]
     async fn the_trunk_port_defaults_to_5060() {
         assert_eq!(
-            resolve("127.0.0.1:5070").await,
+            resolve("127.0.0.1:5070", 5060).await,
             Some("127.0.0.1:5070".parse().unwrap())
         );
         assert_eq!(
-            resolve("127.0.0.1").await,
+            resolve("127.0.0.1", 5060).await,
             Some("127.0.0.1:5060".parse().unwrap())
         );
         assert_eq!(
-            resolve("[::1]:5080").await,
+            resolve("[::1]:5080", 5060).await,
             Some("[::1]:5080".parse().unwrap())
+        );
+        assert_eq!(
+            resolve("127.0.0.1", 5061).await,
+            Some("127.0.0.1:5061".parse().unwrap())
         );
     }
 

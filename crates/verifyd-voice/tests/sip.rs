@@ -23,7 +23,8 @@ use verifyd_voice::g711::Law;
 use verifyd_voice::{SipChannel, SipTrunkConfig, wav};
 
 const INSTALL: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                       sip-tester baresip-core asterisk-core-sounds-en-wav espeak-ng kamailio";
+                       sip-tester baresip-core asterisk-core-sounds-en-wav espeak-ng kamailio \
+                       kamailio-tls-modules";
 const PROMPTS: &str = "/usr/share/asterisk/sounds/en_US_f_Allison";
 const CLI: &str = "+4930123456789";
 const TO: &str = "+46700000001";
@@ -38,6 +39,14 @@ fn need(binary: &str) {
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
         .unwrap_or(false);
     assert!(found, "`{binary}` is not installed; run: {INSTALL}");
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_udp_port() -> u16 {
@@ -963,18 +972,6 @@ struct Kamailio {
 
 impl Kamailio {
     async fn start(handset_port: u16) -> Self {
-        let binary = ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| panic!("kamailio is not installed; run: {INSTALL}"));
-        let mpath = std::fs::read_dir("/usr/lib")
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("kamailio/modules"))
-            .chain([PathBuf::from("/usr/lib/kamailio/modules")])
-            .find(|p| p.join("tm.so").is_file())
-            .expect("kamailio modules not found");
         let dir = tempfile::tempdir().unwrap();
         let port = free_udp_port();
         let cfg = std::fs::read_to_string(e2e().join("kamailio/kamailio.cfg"))
@@ -983,7 +980,49 @@ impl Kamailio {
             .replace("@UAS_PORT@", &handset_port.to_string())
             .replace("@USER@", AUTH_USER)
             .replace("@PASSWORD@", AUTH_PASSWORD)
+            .replace("@MPATH@", &format!("{}/", kamailio_modules().display()));
+        Self::launch(dir, &cfg, port, false).await
+    }
+
+    /// Kamailio taking SIP over TLS on its `port` with `pki`'s server certificate and
+    /// relaying to the handset over UDP (`e2e/sip/kamailio/kamailio-tls.cfg`).
+    async fn start_tls(handset_port: u16, pki: &TestPki) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_tcp_port();
+        let mpath = kamailio_modules();
+        assert!(
+            mpath.join("tls.so").is_file(),
+            "the kamailio tls module is not installed; run: apt-get install -y \
+             kamailio-tls-modules"
+        );
+        let tls_cfg = dir.path().join("tls.cfg");
+        std::fs::write(
+            &tls_cfg,
+            format!(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+                 require_certificate = no\nprivate_key = {}\ncertificate = {}\n",
+                pki.server_key.display(),
+                pki.server_cert.display()
+            ),
+        )
+        .unwrap();
+        let cfg = std::fs::read_to_string(e2e().join("kamailio/kamailio-tls.cfg"))
+            .unwrap()
+            .replace("@TLS_PORT@", &port.to_string())
+            .replace("@UDP_PORT@", &free_udp_port().to_string())
+            .replace("@UAS_PORT@", &handset_port.to_string())
+            .replace("@TLS_CFG@", &tls_cfg.display().to_string())
             .replace("@MPATH@", &format!("{}/", mpath.display()));
+        Self::launch(dir, &cfg, port, true).await
+    }
+
+    /// Runs Kamailio on `cfg` and waits until it holds `port` (TCP when `tcp`).
+    async fn launch(dir: tempfile::TempDir, cfg: &str, port: u16, tcp: bool) -> Self {
+        let binary = ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("kamailio is not installed; run: {INSTALL}"));
         let cfg_path = dir.path().join("kamailio.cfg");
         std::fs::write(&cfg_path, cfg).unwrap();
         let mut child = Command::new(binary)
@@ -1012,7 +1051,12 @@ impl Kamailio {
             }
         });
         for _ in 0..250 {
-            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            let held = if tcp {
+                std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+            } else {
+                std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+            };
+            if held {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1059,6 +1103,17 @@ impl Drop for Kamailio {
             }
         }
     }
+}
+
+/// Kamailio's module directory (Debian puts it under the multiarch triplet).
+fn kamailio_modules() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("kamailio/modules"))
+        .chain([PathBuf::from("/usr/lib/kamailio/modules")])
+        .find(|p| p.join("tm.so").is_file())
+        .expect("kamailio modules not found")
 }
 
 fn via_kamailio(kamailio: &Kamailio, password: &str) -> SipTrunkConfig {
@@ -1302,6 +1357,207 @@ async fn flash_calls_over_tcp_work_the_same() {
             .header("Via")
             .unwrap()
             .starts_with("SIP/2.0/TCP")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// SIP over TLS
+
+/// A test CA and a server certificate it signed for `sbc.test` and `127.0.0.1`, made with
+/// the openssl CLI.
+struct TestPki {
+    _dir: tempfile::TempDir,
+    ca_cert: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl TestPki {
+    fn new() -> Self {
+        need("openssl");
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+                &["-subj", "/CN=verifyd test CA"],
+                &["-addext", "basicConstraints=critical,CA:TRUE"],
+                &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", "server.key", "-out", "server.csr"],
+                &["-subj", "/CN=sbc.test"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            path("server.ext"),
+            "subjectAltName=DNS:sbc.test,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        TestPki {
+            ca_cert: path("ca.pem"),
+            server_cert: path("server.pem"),
+            server_key: path("server.key"),
+            _dir: dir,
+        }
+    }
+}
+
+fn tls_trunk(kamailio: &Kamailio) -> SipTrunkConfig {
+    let mut config = trunk(kamailio.port);
+    config.transport = verifyd_voice::SipTransport::Tls;
+    config.request_uri_host = Some(CARRIER.into());
+    config
+}
+
+#[tokio::test]
+async fn flash_call_over_tls_through_kamailio_presents_the_cli_and_cancels() {
+    let pki = TestPki::new();
+    let sipp = Sipp::start("uas_flash.xml").await;
+    let kamailio = Kamailio::start_tls(sipp.port, &pki).await;
+    let mut config = tls_trunk(&kamailio);
+    config.tls_ca_file = Some(pki.ca_cert.clone());
+    let channel = SipChannel::start(config).await.unwrap();
+
+    let result = channel.send(&flash(CLI, 10)).await;
+    let run = sipp.finish().await;
+
+    assert!(
+        run.success,
+        "{:?}\nkamailio: {:?}",
+        run.kinds(),
+        kamailio.lines("")
+    );
+    let delivery = result.unwrap();
+    let call_id = delivery.message_id.clone().unwrap();
+    let call = delivery.call.unwrap();
+    assert_eq!(call.result, Some(CallResult::Cancel));
+    assert!(delivery.delivered);
+    let digits = CLI.trim_start_matches('+');
+    assert!(
+        run.log.contains(&format!(
+            "from_user=+{digits} pai_user=+{digits} call_id={call_id}"
+        )),
+        "SIPp log: {}",
+        run.log
+    );
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
+    );
+    // Kamailio took the INVITE and the CANCEL over TLS (tm absorbs the ACK for the 487
+    // before the script runs).
+    let received = kamailio.lines("received:");
+    for method in ["INVITE", "CANCEL"] {
+        assert!(
+            received
+                .iter()
+                .any(|l| l.contains(&format!("method={method} proto=tls "))),
+            "{method}: {received:?}"
+        );
+    }
+    assert!(
+        received.iter().all(|l| l.contains(" proto=tls ")),
+        "{received:?}"
+    );
+    let invite = run.first("INVITE");
+    assert!(
+        invite
+            .text
+            .starts_with(&format!("INVITE sip:{TO}@{CARRIER} SIP/2.0\n")),
+        "{}",
+        invite.text
+    );
+    // Our Via, under the proxy's, names TLS.
+    let vias: Vec<&str> = invite
+        .text
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("via:"))
+        .collect();
+    assert_eq!(vias.len(), 2, "{vias:?}");
+    assert!(vias[1].contains("SIP/2.0/TLS "), "{vias:?}");
+}
+
+#[tokio::test]
+async fn flash_call_to_a_tls_trunk_with_an_untrusted_certificate_fails_without_plaintext() {
+    let pki = TestPki::new();
+    // Nothing behind the proxy: no INVITE may get through.
+    let kamailio = Kamailio::start_tls(free_udp_port(), &pki).await;
+
+    // No CA configured: the system bundle does not know the test CA.
+    let untrusted = SipChannel::start(tls_trunk(&kamailio)).await.unwrap();
+    // The right CA, but a name the certificate does not carry.
+    let mut config = tls_trunk(&kamailio);
+    config.tls_ca_file = Some(pki.ca_cert.clone());
+    config.tls_server_name = Some("other.test".into());
+    let wrong_name = SipChannel::start(config).await.unwrap();
+
+    for channel in [untrusted, wrong_name] {
+        let started = std::time::Instant::now();
+        let error = tokio::time::timeout(Duration::from_secs(10), channel.send(&flash(CLI, 10)))
+            .await
+            .expect("the call hung")
+            .unwrap_err();
+        let SendError::Permanent { reason } = error else {
+            panic!("{error:?}");
+        };
+        // `failed (TLS connection: invalid peer certificate: UnknownIssuer)`, then
+        // `… certificate not valid for name "other.test"; …` (rustls' reasons).
+        println!("{reason}");
+        assert!(reason.starts_with("failed (TLS connection: "), "{reason}");
+        assert!(reason.contains("invalid peer certificate"), "{reason}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{reason}");
+    }
+    // Kamailio saw handshakes but not one SIP request (nothing was sent in the clear).
+    assert!(
+        kamailio.lines("received:").is_empty(),
+        "{:?}",
+        kamailio.lines("")
     );
 }
 
