@@ -96,8 +96,8 @@ impl Outcome {
     }
 }
 
-/// How long opening a TLS connection to the trunk (TCP connect and handshake) may take.
-const TLS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening a TCP or TLS connection to the trunk (connect and handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Billable seconds: rounded up, at least one.
 fn billable(d: Duration) -> u32 {
@@ -368,8 +368,8 @@ impl Ua {
         let target = resolve(&config.proxy, default_port)
             .await
             .ok_or_else(|| "cannot resolve the trunk address".to_string())?;
-        if transport == Transport::Tls {
-            self.connect_tls(target).await?;
+        if matches!(transport, Transport::Tcp | Transport::Tls) {
+            self.connect_first(transport, target).await?;
         }
         let ruri_host = config.request_uri_host.as_deref().unwrap_or(&config.proxy);
         let uri = |s: String| Uri::try_from(s.as_str()).map_err(|_| "bad SIP URI".to_string());
@@ -436,27 +436,32 @@ impl Ua {
         })
     }
 
-    /// Opens (or finds open) the TLS connection to the trunk, so that a handshake that fails
-    /// (an untrusted or misnamed certificate, a peer that does not speak TLS) fails the call
-    /// at once with the reason. Left to the INVITE transaction, rsipstack would drop the
-    /// error and retry the handshake until Timer B, and the call would end as "no response"
-    /// after the ring limit.
-    async fn connect_tls(&self, target: SocketAddr) -> Result<(), String> {
+    /// Opens (or finds open) the TCP or TLS connection to the trunk, so that a connection
+    /// that cannot be made (nobody listening, an untrusted or misnamed certificate, a peer
+    /// that does not speak TLS) fails the call at once with the reason. Left to the INVITE
+    /// transaction, rsipstack would drop the error and retry until Timer B, and the call
+    /// would end as "no response" after the ring limit.
+    async fn connect_first(&self, transport: Transport, target: SocketAddr) -> Result<(), String> {
         let addr = SipAddr {
-            r#type: Some(Transport::Tls),
+            r#type: Some(transport),
             addr: target.into(),
         };
+        let what = if transport == Transport::Tls {
+            "TLS"
+        } else {
+            "TCP"
+        };
         let lookup = self.endpoint.transport_layer.lookup(&addr, None);
-        match tokio::time::timeout(TLS_CONNECT_TIMEOUT, lookup).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, lookup).await {
             Ok(Ok(_)) => Ok(()),
             // rustls' and the socket's reasons name certificates and addresses, never a
             // number being called.
-            Ok(Err(rsipstack::Error::IoError(e))) => Err(format!("TLS connection: {e}")),
-            Ok(Err(rsipstack::Error::Error(e))) => Err(format!("TLS connection: {e}")),
-            Ok(Err(e)) => Err(format!("TLS connection: {}", stack_error(&e))),
+            Ok(Err(rsipstack::Error::IoError(e))) => Err(format!("{what} connection: {e}")),
+            Ok(Err(rsipstack::Error::Error(e))) => Err(format!("{what} connection: {e}")),
+            Ok(Err(e)) => Err(format!("{what} connection: {}", stack_error(&e))),
             Err(_) => Err(format!(
-                "TLS connection: not established within {}",
-                secs(TLS_CONNECT_TIMEOUT)
+                "{what} connection: not established within {}",
+                secs(CONNECT_TIMEOUT)
             )),
         }
     }

@@ -1337,6 +1337,28 @@ async fn a_send_dropped_while_ringing_cancels_the_call() {
     );
 }
 
+/// A TCP trunk nobody listens on fails the call at once with the reason, instead of
+/// retrying the connection until the ring limit and ending as "no response".
+#[tokio::test]
+async fn flash_call_to_a_tcp_trunk_that_refuses_the_connection_fails_at_once() {
+    // A port that was free a moment ago: nothing listens on it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut config = trunk(port);
+    config.transport = verifyd_voice::SipTransport::Tcp;
+    let channel = SipChannel::start(config).await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), channel.send(&flash(CLI, 30)))
+        .await
+        .expect("the call hung")
+        .unwrap_err();
+    let SendError::Permanent { reason } = error else {
+        panic!("{error:?}");
+    };
+    assert!(reason.starts_with("failed (TCP connection: "), "{reason}");
+}
+
 #[tokio::test]
 async fn flash_calls_over_tcp_work_the_same() {
     let sipp = Sipp::start_with("uas_flash.xml", &["-t", "t1"]).await;
