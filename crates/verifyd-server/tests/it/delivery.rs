@@ -171,6 +171,44 @@ async fn a_permanent_error_fails_over_to_the_next_route_with_its_sender() {
     assert_error(r, 404, 40400).await;
 }
 
+/// A provider can report on a message before the node that sent it has recorded the
+/// message id (the record follows the provider's acceptance): the report is looked at again
+/// and applied once the id is there, not dropped as unknown.
+#[tokio::test]
+async fn a_delivery_report_ahead_of_its_submit_record_is_applied_when_the_record_lands() {
+    let (a, b) = (Scripted::new("a", []), Scripted::new("b", []));
+    let app = TestApp::spawn_with_channels(ROUTES, vec![a.clone(), b.clone()]).await;
+    // The report for the first message channel "a" will send arrives before the message.
+    app.app
+        .receipts()
+        .send(Receipt {
+            channel: "a".into(),
+            message_id: "a-1".into(),
+            status: ReceiptStatus::Failed,
+            detail: Some("stat:UNDELIV err:001".into()),
+        })
+        .unwrap();
+    tokio::time::sleep(StdDuration::from_millis(60)).await;
+    let v = app.start_ok("sms", "+46700004011").await;
+    let id = v["id"].as_str().unwrap();
+    let mut status = Value::Null;
+    for _ in 0..700 {
+        status = app.status_id(id).await;
+        if status["status"] == "ERROR" {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    assert_eq!(
+        (status["status"].as_str(), status["reason"].as_str()),
+        (Some("ERROR"), Some("SMS delivery failure"))
+    );
+    assert_eq!(
+        attempts(&app, id).await.last().unwrap().1,
+        "undelivered: stat:UNDELIV err:001"
+    );
+}
+
 #[tokio::test]
 async fn a_timeout_fails_over_too() {
     let (a, b) = (Scripted::new("a", [Act::Hang]), Scripted::new("b", []));
