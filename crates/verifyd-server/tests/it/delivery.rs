@@ -149,16 +149,7 @@ async fn a_permanent_error_fails_over_to_the_next_route_with_its_sender() {
             ("second".into(), "submitted".into())
         ]
     );
-    let routes: Value = app
-        .http
-        .get(format!("{}/admin/v1/routes", app.url))
-        .header("authorization", "Bearer adm")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let routes = app.admin_get("/admin/v1/routes").await;
     assert_eq!(routes["routes"][0]["name"], "first");
     assert_eq!(routes["routes"][1]["sender"], "+46700000000");
     // The dev inbox is not a route here, so it does not exist.

@@ -304,16 +304,7 @@ async fn a_pumping_burst_to_one_prefix_is_blocked_while_other_traffic_flows() {
     app.start_ok("sms", "+46730001234").await;
     app.start_ok("sms", "+447500123456").await;
     assert_error(app.start(body("sms", "+447400999999")).await, 403, 40300).await;
-    let blocks: Value = app
-        .http
-        .get(format!("{}/admin/v1/fraud/blocks", app.url))
-        .header("authorization", "Bearer adm")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blocks = app.admin_get("/admin/v1/fraud/blocks").await;
     let b = &blocks["blocks"][0];
     assert_eq!(b["key"], "pump:test-app:+4474");
     assert!(
@@ -334,16 +325,7 @@ async fn shadow_mode_only_records_what_it_would_block() {
     .await;
     let (ok, denied) = pump(&app, "+4474002", 30).await;
     assert_eq!((ok, denied), (30, 0));
-    let blocks: Value = app
-        .http
-        .get(format!("{}/admin/v1/fraud/blocks", app.url))
-        .header("authorization", "Bearer adm")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blocks = app.admin_get("/admin/v1/fraud/blocks").await;
     assert_eq!(blocks["blocks"][0]["key"], "shadow:pump:test-app:+4474");
     assert!(metrics(&app).await.contains("action=\"shadow\""));
 }

@@ -187,18 +187,24 @@ impl TestApp {
         .await
     }
 
-    /// A verification's delivery attempts, from the admin API (token `adm`).
-    pub async fn attempts(&self, id: &str) -> Vec<Value> {
-        let v: Value = self
-            .http
-            .get(format!("{}/admin/v1/verifications/{id}/attempts", self.url))
+    /// GET on the admin API with the token `adm`, as JSON.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
             .header("authorization", "Bearer adm")
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A verification's delivery attempts, from the admin API.
+    pub async fn attempts(&self, id: &str) -> Vec<Value> {
+        let v = self
+            .admin_get(&format!("/admin/v1/verifications/{id}/attempts"))
+            .await;
         v["attempts"].as_array().unwrap().clone()
     }
 
