@@ -269,11 +269,7 @@ impl PgStore {
                 },
                 _,
             ) => {
-                cas_update(&tx, verification).await?;
-                let at = verification.finished_at.unwrap_or(verification.created_at);
-                for kind in *events {
-                    enqueue(&tx, verification, *kind, at).await?;
-                }
+                update_tx(&tx, verification, events).await?;
                 (Vec::new(), None)
             }
             _ => (Vec::new(), None),
@@ -627,6 +623,20 @@ const CAS_UPDATE: &str = "UPDATE verifications SET status = $1, reason = $2, att
      WHERE id = $12 AND version = $13";
 
 /// Runs [`CAS_UPDATE`] for `v`; no row changed is `Conflict { constraint: "version" }`.
+/// Writes back `v` if unchanged since read and queues `events`, in the caller's transaction.
+async fn update_tx<C: GenericClient>(
+    c: &C,
+    v: &Verification,
+    events: &[EventKind],
+) -> Result<(), TxError> {
+    cas_update(c, v).await?;
+    let at = v.finished_at.unwrap_or(v.created_at);
+    for kind in events {
+        enqueue(c, v, *kind, at).await?;
+    }
+    Ok(())
+}
+
 async fn cas_update<C: GenericClient>(c: &C, v: &Verification) -> Result<(), TxError> {
     let p = VerificationParams::new(v)?;
     if exec(c, CAS_UPDATE, &p.cas()).await? == 0 {
@@ -967,7 +977,6 @@ impl Store for PgStore {
         v: &mut Verification,
         events: &[EventKind],
     ) -> StoreResult<()> {
-        let now = v.finished_at.unwrap_or(v.created_at);
         let current: &Verification = v;
         retrying("update_verification", || async {
             let mut client = self.client().await?;
@@ -975,10 +984,7 @@ impl Store for PgStore {
                 return cas_update(&client, current).await;
             }
             let tx = client.transaction().await?;
-            cas_update(&tx, current).await?;
-            for kind in events {
-                enqueue(&tx, current, *kind, now).await?;
-            }
+            update_tx(&tx, current, events).await?;
             tx.commit().await?;
             Ok(())
         })

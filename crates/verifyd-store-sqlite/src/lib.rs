@@ -160,13 +160,13 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.write_or_undo(move |conn| f(conn).map(|value| (value, true)))
+        self.write_or_refuse(move |conn| f(conn).map(|value| (value, true)))
             .await
     }
 
     /// Like [`Self::write`], but `f` also says whether it wrote: `false` (a guard that
     /// refused, having changed nothing) still answers its value.
-    async fn write_or_undo<T, F>(&self, f: F) -> StoreResult<T>
+    async fn write_or_refuse<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<(T, bool)> + Send + 'static,
@@ -517,30 +517,15 @@ fn gate_closed(
         }))
 }
 
-/// Passes the gate `key` (returns `None`) or says how long until it opens.
-fn gate_tx(
-    conn: &Connection,
-    key: &str,
-    interval: time::Duration,
-    now: OffsetDateTime,
-) -> StoreResult<Option<time::Duration>> {
-    let changed = conn
-        .prepare_cached(
-            "INSERT INTO gates (key, last_at) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at
-             WHERE gates.last_at <= ?3",
-        )
-        .and_then(|mut s| s.execute(params![key, micros(now), micros(now - interval)]))
-        .map_err(other)?;
-    if changed == 1 {
-        return Ok(None);
-    }
-    let last: i64 = conn
-        .prepare_cached("SELECT last_at FROM gates WHERE key = ?1")
-        .and_then(|mut s| s.query_row([key], |r| r.get(0)))
-        .map_err(other)?;
-    let opens = last + interval.whole_microseconds() as i64;
-    Ok(Some(time::Duration::microseconds(opens - micros(now))))
+/// Records a pass of the gate `key` at `now` (the caller checked it was open).
+fn pass_gate_tx(conn: &Connection, key: &str, now: OffsetDateTime) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO gates (key, last_at) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at",
+    )
+    .and_then(|mut s| s.execute(params![key, micros(now)]))
+    .map_err(other)?;
+    Ok(())
 }
 
 /// A [`GuardedWrite`] the writer thread can own.
@@ -1137,7 +1122,7 @@ impl Store for SqliteStore {
         let write = OwnedWrite::from(write);
         // Everything that can refuse or fail is checked before anything is changed, so a
         // refused or failed guarded write leaves nothing to undo.
-        self.write_or_undo(move |conn| {
+        self.write_or_refuse(move |conn| {
             if let Some(gate) = &guard.gate
                 && let Some(wait) = gate_closed(conn, &gate.key, gate.interval, now)?
             {
@@ -1175,12 +1160,7 @@ impl Store for SqliteStore {
                 }
             };
             if let Some(gate) = &guard.gate {
-                conn.prepare_cached(
-                    "INSERT INTO gates (key, last_at) VALUES (?1, ?2)
-                     ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at",
-                )
-                .and_then(|mut s| s.execute(params![gate.key, micros(now)]))
-                .map_err(other)?;
+                pass_gate_tx(conn, &gate.key, now)?;
             }
             for c in &guard.counters {
                 add_tx(conn, &c.op, now)?;
@@ -1204,8 +1184,15 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
     ) -> StoreResult<Option<time::Duration>> {
         let key = key.to_string();
-        self.write(move |conn| gate_tx(conn, &key, interval, now))
-            .await
+        // One writer: nobody can pass between the check and the record.
+        self.write(move |conn| {
+            let wait = gate_closed(conn, &key, interval, now)?;
+            if wait.is_none() {
+                pass_gate_tx(conn, &key, now)?;
+            }
+            Ok(wait)
+        })
+        .await
     }
 
     async fn take_token(
