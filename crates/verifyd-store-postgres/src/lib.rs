@@ -211,13 +211,12 @@ impl PgStore {
         v: &Verification,
         p: &VerificationParams<'_>,
         events: &[EventKind],
-        job: Option<(&[u8], OffsetDateTime)>,
-    ) -> Result<(Vec<Verification>, Option<i64>), TxError> {
+    ) -> Result<Vec<Verification>, TxError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let done = insert_tx(&tx, v, p, events, job).await?;
+        let (aborted, _) = insert_tx(&tx, v, p, events, None).await?;
         tx.commit().await?;
-        Ok(done)
+        Ok(aborted)
     }
 
     /// One attempt at [`Store::guarded_write`].
@@ -352,24 +351,6 @@ async fn insert_tx(
             None => None,
         };
         Ok((aborted, job_id))
-    }
-}
-
-impl PgStore {
-    /// One attempt at [`Store::bump_counters`].
-    async fn try_bump_counters(
-        &self,
-        ops: &[CounterOp],
-        now: OffsetDateTime,
-    ) -> Result<Vec<i64>, TxError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let mut sums = Vec::with_capacity(ops.len());
-        for op in ops {
-            sums.push(bump_tx(&tx, op, now).await?);
-        }
-        tx.commit().await?;
-        Ok(sums)
     }
 }
 
@@ -812,25 +793,9 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<Verification>> {
         let p = VerificationParams::new(v)?;
         retrying("insert_verification", || {
-            self.try_insert_verification(v, &p, events, None)
+            self.try_insert_verification(v, &p, events)
         })
         .await
-        .map(|(aborted, _)| aborted)
-    }
-
-    async fn insert_verification_with_job(
-        &self,
-        v: &Verification,
-        payload: &[u8],
-        lease_until: OffsetDateTime,
-    ) -> StoreResult<(Vec<Verification>, i64)> {
-        let p = VerificationParams::new(v)?;
-        let (aborted, job) = retrying("insert_verification_with_job", || {
-            self.try_insert_verification(v, &p, &[], Some((payload, lease_until)))
-        })
-        .await?;
-        let id = job.ok_or_else(|| StoreError::Other(anyhow::anyhow!("no job id returned")))?;
-        Ok((aborted, id))
     }
 
     async fn claim_jobs(
@@ -1183,23 +1148,6 @@ impl Store for PgStore {
         .await
         .map_err(other)?;
         Ok(n == 1)
-    }
-
-    async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
-        // Each bump holds its bucket's row lock until commit, so concurrent bumps of one
-        // counter serialize and each reads a distinct total. Bumps of several counters in
-        // different orders may deadlock; PostgreSQL breaks it and the loser retries.
-        retrying("bump_counters", || self.try_bump_counters(ops, now)).await
-    }
-
-    async fn pass_gate(
-        &self,
-        key: &str,
-        interval: time::Duration,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<time::Duration>> {
-        let client = self.client().await?;
-        gate_tx(&client, key, interval, now).await.map_err(other)
     }
 
     async fn counter_sums(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {

@@ -477,12 +477,6 @@ fn counter_sum(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> rusqli
     })
 }
 
-/// Adds `op.amount` to the current bucket; returns the windowed sum after it.
-fn bump_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult<i64> {
-    add_tx(conn, op, now)?;
-    counter_sum(conn, op, now).map_err(other)
-}
-
 /// Adds `op.amount` to the current bucket.
 fn add_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult<()> {
     if op.amount != 0 {
@@ -749,21 +743,6 @@ impl Store for SqliteStore {
         let events = events.to_vec();
         self.write(move |conn| insert_verification_tx(conn, &v, &events))
             .await
-    }
-
-    async fn insert_verification_with_job(
-        &self,
-        v: &Verification,
-        payload: &[u8],
-        lease_until: OffsetDateTime,
-    ) -> StoreResult<(Vec<Verification>, i64)> {
-        let v = v.clone();
-        let payload = payload.to_vec();
-        self.write(move |conn| {
-            let aborted = insert_verification_tx(conn, &v, &[])?;
-            Ok((aborted, insert_job_tx(conn, &v, &payload, lease_until)?))
-        })
-        .await
     }
 
     async fn claim_jobs(
@@ -1096,12 +1075,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
-        let ops = ops.to_vec();
-        self.write(move |conn| ops.iter().map(|op| bump_tx(conn, op, now)).collect())
-            .await
-    }
-
     async fn counter_sums(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
         let ops = ops.to_vec();
         self.read(move |conn| {
@@ -1173,24 +1146,6 @@ impl Store for SqliteStore {
                 },
                 true,
             ))
-        })
-        .await
-    }
-
-    async fn pass_gate(
-        &self,
-        key: &str,
-        interval: time::Duration,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<time::Duration>> {
-        let key = key.to_string();
-        // One writer: nobody can pass between the check and the record.
-        self.write(move |conn| {
-            let wait = gate_closed(conn, &key, interval, now)?;
-            if wait.is_none() {
-                pass_gate_tx(conn, &key, now)?;
-            }
-            Ok(wait)
         })
         .await
     }

@@ -23,8 +23,100 @@ use verifyd_core::{
 use crate::{
     Application, Block, CounterOp, DeliveryAttempt, EventKind, EventState, GateOp, Guard,
     GuardOutcome, GuardedWrite, LimitedCounter, MinAuth, NewJob, OutboxEvent, Refusal, Store,
-    StoreError,
+    StoreError, StoreResult,
 };
+
+/// Plain counter bumps, gates and inserts with a job, as the stories use them: each is one
+/// [`Store::guarded_write`].
+#[async_trait::async_trait]
+trait GuardedWrites {
+    async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>>;
+    async fn pass_gate(
+        &self,
+        key: &str,
+        interval: Duration,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Duration>>;
+    async fn insert_verification_with_job(
+        &self,
+        v: &Verification,
+        payload: &[u8],
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<(Vec<Verification>, i64)>;
+}
+
+#[async_trait::async_trait]
+impl<S: Store + ?Sized> GuardedWrites for S {
+    async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
+        let guard = Guard {
+            gate: None,
+            counters: ops
+                .iter()
+                .map(|op| LimitedCounter {
+                    op: op.clone(),
+                    max: None,
+                })
+                .collect(),
+        };
+        match self
+            .guarded_write(&guard, GuardedWrite::Nothing, now)
+            .await?
+        {
+            GuardOutcome::Passed { sums, .. } => Ok(sums),
+            GuardOutcome::Refused(r) => panic!("an unlimited guard refused: {r:?}"),
+        }
+    }
+
+    async fn pass_gate(
+        &self,
+        key: &str,
+        interval: Duration,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Duration>> {
+        let guard = Guard {
+            gate: Some(GateOp {
+                key: key.into(),
+                interval,
+            }),
+            counters: Vec::new(),
+        };
+        match self
+            .guarded_write(&guard, GuardedWrite::Nothing, now)
+            .await?
+        {
+            GuardOutcome::Passed { .. } => Ok(None),
+            GuardOutcome::Refused(Refusal::Gate { wait }) => Ok(Some(wait)),
+            GuardOutcome::Refused(r) => panic!("a gate-only guard refused: {r:?}"),
+        }
+    }
+
+    async fn insert_verification_with_job(
+        &self,
+        v: &Verification,
+        payload: &[u8],
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<(Vec<Verification>, i64)> {
+        let write = GuardedWrite::Insert {
+            verification: v,
+            events: &[],
+            job: Some(NewJob {
+                payload,
+                lease_until,
+            }),
+        };
+        match self
+            .guarded_write(&Guard::default(), write, v.created_at)
+            .await?
+        {
+            GuardOutcome::Passed {
+                superseded,
+                job_id: Some(job_id),
+                ..
+            } => Ok((superseded, job_id)),
+            other => panic!("an unguarded insert with a job gave {other:?}"),
+        }
+    }
+}
 
 /// The instant every story starts at.
 pub const T0: OffsetDateTime = datetime!(2026-11-26 10:00:00.123456 UTC);

@@ -413,17 +413,6 @@ pub trait Store: Send + Sync + 'static {
         events: &[EventKind],
     ) -> StoreResult<Vec<Verification>>;
 
-    /// Like [`Store::insert_verification`], and queues a delivery job with `payload` in the
-    /// same transaction, leased to the caller until `lease_until` (it delivers at once; if it
-    /// dies, any node picks the job up when the lease ends). Returns the aborted
-    /// verifications and the job id.
-    async fn insert_verification_with_job(
-        &self,
-        v: &Verification,
-        payload: &[u8],
-        lease_until: OffsetDateTime,
-    ) -> StoreResult<(Vec<Verification>, i64)>;
-
     /// Claims up to `limit` delivery jobs due at `now`, leasing them until `lease_until`
     /// (one attempt counted each).
     async fn claim_jobs(
@@ -541,9 +530,6 @@ pub trait Store: Send + Sync + 'static {
     /// Returns whether the event exists.
     async fn redeliver_event(&self, id: i64, now: OffsetDateTime) -> StoreResult<bool>;
 
-    /// Applies counter updates atomically and returns, for each, the windowed sum after it.
-    async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>>;
-
     /// The windowed sums of counters, read without changing them (amounts are ignored).
     async fn counter_sums(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>>;
 
@@ -560,16 +546,6 @@ pub trait Store: Send + Sync + 'static {
         write: GuardedWrite<'_>,
         now: OffsetDateTime,
     ) -> StoreResult<GuardOutcome>;
-
-    /// A gate that lets one pass per `interval` for `key`: if the last pass was at least
-    /// `interval` ago (or never), records `now` and returns `None`; otherwise returns how long
-    /// until it opens. Atomic across concurrent callers.
-    async fn pass_gate(
-        &self,
-        key: &str,
-        interval: time::Duration,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<time::Duration>>;
 
     /// A token bucket refilled at `rate` tokens per second up to `burst`: takes one token and
     /// returns `None`, or returns how long until one is available. Atomic across callers.
