@@ -19,7 +19,7 @@ use verifyd_core::{
     ReportOutcome, Source, Status, Verification, VerificationId,
 };
 use verifyd_store::{
-    DeliveryJob, EventKind, GuardOutcome, GuardedWrite, NewJob, Refusal, StoreError,
+    DeliveryJob, EventKind, Guard, GuardOutcome, GuardedWrite, NewJob, Refusal, StoreError,
 };
 
 use crate::auth::{AuthKind, Caller};
@@ -836,39 +836,11 @@ pub(crate) async fn update_verification_with(
     events: &[EventKind],
     mut change: impl FnMut(&mut Verification, OffsetDateTime) -> bool,
 ) -> Result<(), ApiError> {
-    for _ in 0..CAS_RETRIES {
-        if !change(verification, state.now()) {
-            return Ok(());
-        }
-        match state
-            .0
-            .store
-            .update_verification(verification, events)
-            .await
-        {
-            Ok(()) => {
-                if !events.is_empty() {
-                    state.0.callbacks.notify.notify_one();
-                }
-                return Ok(());
-            }
-            Err(StoreError::Conflict {
-                constraint: "version",
-            }) => {
-                *verification = state
-                    .0
-                    .store
-                    .verification(&verification.app, verification.id)
-                    .await?
-                    .ok_or_else(ApiError::not_found)?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::new(
-        ErrorCode::Unavailable,
-        "Service is temporarily unavailable, please try again later.",
-    ))
+    update_guarded(state, verification, |v, now| {
+        change(v, now).then(|| (Guard::default(), events))
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Like [`update_verification_with`], for changes that may or may not finish the verification: `change`
@@ -878,24 +850,46 @@ async fn update_with_events(
     verification: &mut Verification,
     mut change: impl FnMut(&mut Verification, OffsetDateTime) -> (bool, bool),
 ) -> Result<(), ApiError> {
+    update_guarded(state, verification, |v, now| {
+        let (changed, finished) = change(v, now);
+        changed.then(|| (Guard::default(), result_event(finished)))
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The events of a write: the result event when it finishes the verification.
+fn result_event(finished: bool) -> &'static [EventKind] {
+    if finished { &[EventKind::Result] } else { &[] }
+}
+
+/// The one read-modify-write loop: applies `change` and writes it back with the guard and
+/// the events it asks for, re-reading and re-applying if another writer won the race.
+/// `change` returns `None` when it changed nothing. A refusal of the guard is returned
+/// (nothing was written then).
+async fn update_guarded<'e>(
+    state: &AppState,
+    verification: &mut Verification,
+    mut change: impl FnMut(&mut Verification, OffsetDateTime) -> Option<(Guard, &'e [EventKind])>,
+) -> Result<Option<Refusal>, ApiError> {
     for _ in 0..CAS_RETRIES {
-        let (changed, finished) = change(verification, state.now());
-        if !changed {
-            return Ok(());
-        }
-        let events: &[EventKind] = if finished { &[EventKind::Result] } else { &[] };
-        match state
-            .0
-            .store
-            .update_verification(verification, events)
-            .await
-        {
-            Ok(()) => {
-                if finished {
+        let now = state.now();
+        let Some((guard, events)) = change(verification, now) else {
+            return Ok(None);
+        };
+        let write = GuardedWrite::Update {
+            verification,
+            events,
+        };
+        match state.0.store.guarded_write(&guard, write, now).await {
+            Ok(GuardOutcome::Passed { .. }) => {
+                verification.version += 1;
+                if !events.is_empty() {
                     state.0.callbacks.notify.notify_one();
                 }
-                return Ok(());
+                return Ok(None);
             }
+            Ok(GuardOutcome::Refused(refusal)) => return Ok(Some(refusal)),
             Err(StoreError::Conflict {
                 constraint: "version",
             }) => {
@@ -1023,68 +1017,43 @@ pub async fn report(
         .test_numbers
         .contains_key(verification.identity.as_str());
     let hasher = state.0.hasher.clone();
-    let mut attempts = 0;
-    let (answer, finished) = loop {
-        attempts += 1;
-        if attempts > CAS_RETRIES {
-            return Err(busy());
-        }
-        let now = state.now();
-        let live = verification.is_live(now);
-        let answer = verification.report(&candidate, source, &hasher, now);
-        let finished = answer.outcome.finished();
-        if !answer.outcome.changed() {
-            break (answer, finished);
+    let mut answer = None;
+    let refused = update_guarded(state, &mut verification, |v, now| {
+        let live = v.is_live(now);
+        let a = v.report(&candidate, source, &hasher, now);
+        answer = Some(a);
+        if !a.outcome.changed() {
+            return None;
         }
         let guessed_wrong = matches!(
-            answer.outcome,
+            a.outcome,
             ReportOutcome::WrongCode { .. } | ReportOutcome::AttemptsExhausted
         );
         let guard = if live && budgeted {
             fraud.report_guard(
                 app,
-                &verification.identity,
+                &v.identity,
                 guessed_wrong,
-                answer.outcome == ReportOutcome::Verified,
+                a.outcome == ReportOutcome::Verified,
             )
         } else {
-            Default::default()
+            Guard::default()
         };
-        let events: &[EventKind] = if finished { &[EventKind::Result] } else { &[] };
-        let outcome = state
-            .0
-            .store
-            .guarded_write(
-                &guard,
-                GuardedWrite::Update {
-                    verification: &verification,
-                    events,
-                },
-                now,
-            )
-            .await;
-        match outcome {
-            Ok(GuardOutcome::Passed { .. }) => {
-                verification.version += 1;
-                if finished {
-                    state.0.callbacks.notify.notify_one();
-                }
-                break (answer, finished);
-            }
-            Ok(GuardOutcome::Refused(_)) => {
-                fraud::hit("wrong_code_budget", "refuse");
-                crate::metrics::rate_limited("wrong_code_budget");
-                tracing::info!(rule = "wrong_code_budget", app = %app, number = %verification.identity.masked(), "report refused");
-                return Err(fraud::wrong_code_budget_exhausted());
-            }
-            Err(StoreError::Conflict {
-                constraint: "version",
-            }) => {
-                verification = reload(state, &verification).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        Some((guard, result_event(a.outcome.finished())))
+    })
+    .await?;
+    if refused.is_some() {
+        fraud::hit("wrong_code_budget", "refuse");
+        crate::metrics::rate_limited("wrong_code_budget");
+        tracing::info!(rule = "wrong_code_budget", app = %app, number = %verification.identity.masked(), "report refused");
+        return Err(fraud::wrong_code_budget_exhausted());
+    }
+    let Some(answer) = answer else {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "report produced no answer"
+        )));
     };
+    let finished = answer.outcome.finished();
     if finished {
         crate::metrics::finished(&verification);
     }

@@ -937,27 +937,6 @@ impl Store for PgStore {
             .collect::<anyhow::Result<Vec<_>>>()?)
     }
 
-    async fn update_verification(
-        &self,
-        v: &mut Verification,
-        events: &[EventKind],
-    ) -> StoreResult<()> {
-        let current: &Verification = v;
-        retrying("update_verification", || async {
-            let mut client = self.client().await?;
-            if events.is_empty() {
-                return cas_update(&client, current).await;
-            }
-            let tx = client.transaction().await?;
-            update_tx(&tx, current, events).await?;
-            tx.commit().await?;
-            Ok(())
-        })
-        .await?;
-        v.version += 1;
-        Ok(())
-    }
-
     async fn verification(
         &self,
         app: &str,

@@ -857,19 +857,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_verification(
-        &self,
-        v: &mut Verification,
-        events: &[EventKind],
-    ) -> StoreResult<()> {
-        let copy = v.clone();
-        let events = events.to_vec();
-        self.write(move |conn| update_tx(conn, &copy, &events))
-            .await?;
-        v.version += 1;
-        Ok(())
-    }
-
     async fn verification(
         &self,
         app: &str,

@@ -26,7 +26,7 @@ use crate::{
     StoreError, StoreResult,
 };
 
-/// Plain counter bumps, gates and inserts with a job, as the stories use them: each is one
+/// Plain counter bumps, gates, inserts with a job and updates, as the stories use them: each is one
 /// [`Store::guarded_write`].
 #[async_trait::async_trait]
 trait GuardedWrites {
@@ -43,6 +43,11 @@ trait GuardedWrites {
         payload: &[u8],
         lease_until: OffsetDateTime,
     ) -> StoreResult<(Vec<Verification>, i64)>;
+    async fn update_verification(
+        &self,
+        v: &mut Verification,
+        events: &[EventKind],
+    ) -> StoreResult<()>;
 }
 
 #[async_trait::async_trait]
@@ -87,6 +92,27 @@ impl<S: Store + ?Sized> GuardedWrites for S {
             GuardOutcome::Passed { .. } => Ok(None),
             GuardOutcome::Refused(Refusal::Gate { wait }) => Ok(Some(wait)),
             GuardOutcome::Refused(r) => panic!("a gate-only guard refused: {r:?}"),
+        }
+    }
+
+    async fn update_verification(
+        &self,
+        v: &mut Verification,
+        events: &[EventKind],
+    ) -> StoreResult<()> {
+        let write = GuardedWrite::Update {
+            verification: v,
+            events,
+        };
+        match self
+            .guarded_write(&Guard::default(), write, v.created_at)
+            .await?
+        {
+            GuardOutcome::Passed { .. } => {
+                v.version += 1;
+                Ok(())
+            }
+            GuardOutcome::Refused(r) => panic!("an empty guard refused: {r:?}"),
         }
     }
 

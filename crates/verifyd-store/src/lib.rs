@@ -249,7 +249,8 @@ pub enum GuardedWrite<'a> {
         /// Its delivery job.
         job: Option<NewJob<'a>>,
     },
-    /// [`Store::update_verification`]: the caller bumps `version` once it passed.
+    /// Writes back a verification read earlier, if nobody changed it since (its `version`
+    /// is compared; the caller bumps it once the write passed), and queues `events`.
     Update {
         /// The changed verification (with the version it was read at).
         verification: &'a Verification,
@@ -448,18 +449,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every attempt of a verification, oldest first.
     async fn attempts(&self, verification_id: VerificationId) -> StoreResult<Vec<DeliveryAttempt>>;
-
-    /// Writes back a verification read earlier, if nobody changed it since, and queues
-    /// `events` in the same transaction: compares `v.version` and bumps it on success.
-    ///
-    /// # Errors
-    /// `Conflict { constraint: "version" }` if the stored version differs (re-read, re-apply;
-    /// nothing was queued).
-    async fn update_verification(
-        &self,
-        v: &mut Verification,
-        events: &[EventKind],
-    ) -> StoreResult<()>;
 
     /// A verification of `app` by id; another application's verification is `None`.
     async fn verification(
