@@ -886,6 +886,28 @@ async fn the_auth_password_appears_in_no_log_line_nor_debug_output() {
 
 const CARRIER: &str = "carrier.example";
 
+/// The flash-call sequence the handset saw (INVITE, 100, 180, CANCEL, 200, 487, ACK) and
+/// its INVITE, checked to name the carrier host in the Request-URI and To.
+fn cancelled_invite_to_the_carrier(run: &SippRun) -> &Traced {
+    assert_eq!(
+        run.kinds(),
+        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
+    );
+    let invite = run.first("INVITE");
+    assert!(
+        invite
+            .text
+            .starts_with(&format!("INVITE sip:{TO}@{CARRIER} SIP/2.0\n")),
+        "{}",
+        invite.text
+    );
+    assert_eq!(
+        invite.header("To").unwrap(),
+        format!("<sip:{TO}@{CARRIER}>")
+    );
+    invite
+}
+
 #[tokio::test]
 async fn flash_call_goes_to_the_proxy_with_the_carrier_host_in_the_request_uri() {
     // SIPp listens at the proxy address; the carrier host does not resolve anywhere.
@@ -903,22 +925,7 @@ async fn flash_call_goes_to_the_proxy_with_the_carrier_host_in_the_request_uri()
         result.unwrap().call.unwrap().result,
         Some(CallResult::Cancel)
     );
-    assert_eq!(
-        run.kinds(),
-        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
-    );
-    let invite = run.first("INVITE");
-    assert!(
-        invite
-            .text
-            .starts_with(&format!("INVITE sip:{TO}@{CARRIER} SIP/2.0\n")),
-        "{}",
-        invite.text
-    );
-    assert_eq!(
-        invite.header("To").unwrap(),
-        format!("<sip:{TO}@{CARRIER}>")
-    );
+    let invite = cancelled_invite_to_the_carrier(&run);
     // The proxy is named only in a preloaded loose Route (RFC 3261 §8.1.2), which is
     // what carries the CANCEL there too.
     assert_eq!(
@@ -1170,22 +1177,7 @@ async fn flash_call_through_a_kamailio_proxy_authenticates_and_reaches_the_carri
     );
     // The handset behind the proxy sees the carrier's Request-URI and To, our From/PAI,
     // two Vias (the proxy's over ours) and no credentials (the proxy consumed them).
-    assert_eq!(
-        run.kinds(),
-        ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"]
-    );
-    let invite = run.first("INVITE");
-    assert!(
-        invite
-            .text
-            .starts_with(&format!("INVITE sip:{TO}@{CARRIER} SIP/2.0\n")),
-        "{}",
-        invite.text
-    );
-    assert_eq!(
-        invite.header("To").unwrap(),
-        format!("<sip:{TO}@{CARRIER}>")
-    );
+    let invite = cancelled_invite_to_the_carrier(&run);
     assert_eq!(
         invite.header("P-Asserted-Identity"),
         Some("<sip:+4930123456789@verify.example>")
