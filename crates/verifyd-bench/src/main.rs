@@ -159,6 +159,11 @@ struct FixedRate {
     report: Summary,
 }
 
+/// mimalloc: glibc malloc was about a tenth of the server's CPU in a start profile (its
+/// free-list consolidation and aligned allocations for tasks); see BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(

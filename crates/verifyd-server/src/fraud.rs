@@ -414,7 +414,7 @@ impl FraudPolicy {
         let mut g = StartGuard::default();
         if self.min_start_interval > Duration::ZERO {
             g.guard.gate = Some(GateOp {
-                key: format!("gate:{app}:{n}"),
+                key: format!("num:{app}:{n}:gate"),
                 interval: self.min_start_interval,
             });
         }

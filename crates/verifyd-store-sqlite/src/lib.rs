@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_callbacks.sql"),
     include_str!("../migrations/0003_limits.sql"),
     include_str!("../migrations/0004_delivery.sql"),
+    include_str!("../migrations/0005_fewer_pages.sql"),
 ];
 
 /// Most writes folded into one transaction.
@@ -430,6 +431,10 @@ fn update_tx(conn: &Connection, v: &Verification, events: &[EventKind]) -> Store
     Ok(())
 }
 
+/// A finished job is deleted (migration 5): the table holds only pending jobs, and the
+/// attempts keep the history.
+const DELETE_JOB: &str = "DELETE FROM delivery_jobs WHERE id = ?1";
+
 /// Queues `v`'s delivery job, leased until `lease_until`; returns its id.
 fn insert_job_tx(
     conn: &Connection,
@@ -477,6 +482,14 @@ fn counter_sum(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> rusqli
     })
 }
 
+/// Rounds a counter row's expiry up to the hour. Rows are purged a little later than they
+/// could be, but the expiry index then has one append point per window length instead of
+/// one per distinct expiry, so a batch of starts shares its pages.
+fn expiry_slot(expires_at_us: i64) -> i64 {
+    const HOUR_US: i64 = 3_600_000_000;
+    expires_at_us.div_euclid(HOUR_US) * HOUR_US + HOUR_US
+}
+
 /// Adds `op.amount` to the current bucket.
 fn add_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult<()> {
     if op.amount != 0 {
@@ -486,11 +499,22 @@ fn add_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult
             "INSERT INTO counters (key, bucket, value, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (key, bucket) DO UPDATE SET value = value + excluded.value",
         )
-        .and_then(|mut s| s.execute(params![op.key, bucket, op.amount, bucket + width + window]))
+        .and_then(|mut s| {
+            s.execute(params![
+                op.key,
+                bucket,
+                op.amount,
+                expiry_slot(bucket + width + window)
+            ])
+        })
         .map_err(other)?;
     }
     Ok(())
 }
+
+/// The `bucket` of a gate's row in `counters` (migration 5): gates share the counters
+/// table so that a number's gate and its counters sit on one B-tree page.
+const GATE_BUCKET: i64 = 0;
 
 /// How long until the gate `key` opens, if it is closed (changes nothing).
 fn gate_closed(
@@ -500,8 +524,8 @@ fn gate_closed(
     now: OffsetDateTime,
 ) -> StoreResult<Option<time::Duration>> {
     let last: Option<i64> = conn
-        .prepare_cached("SELECT last_at FROM gates WHERE key = ?1")
-        .and_then(|mut s| s.query_row([key], |r| r.get(0)))
+        .prepare_cached("SELECT value FROM counters WHERE key = ?1 AND bucket = ?2")
+        .and_then(|mut s| s.query_row(params![key, GATE_BUCKET], |r| r.get(0)))
         .optional()
         .map_err(other)?;
     Ok(last
@@ -512,12 +536,25 @@ fn gate_closed(
 }
 
 /// Records a pass of the gate `key` at `now` (the caller checked it was open).
-fn pass_gate_tx(conn: &Connection, key: &str, now: OffsetDateTime) -> StoreResult<()> {
+fn pass_gate_tx(
+    conn: &Connection,
+    key: &str,
+    interval: time::Duration,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    let at = micros(now);
     conn.prepare_cached(
-        "INSERT INTO gates (key, last_at) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at",
+        "INSERT INTO counters (key, bucket, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (key, bucket) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
     )
-    .and_then(|mut s| s.execute(params![key, micros(now)]))
+    .and_then(|mut s| {
+        s.execute(params![
+            key,
+            GATE_BUCKET,
+            at,
+            expiry_slot(at + interval.whole_microseconds() as i64)
+        ])
+    })
     .map_err(other)?;
     Ok(())
 }
@@ -781,11 +818,9 @@ impl Store for SqliteStore {
 
     async fn finish_job(&self, id: i64) -> StoreResult<()> {
         self.write(move |conn| {
-            conn.execute(
-                "UPDATE delivery_jobs SET state = 'done', payload = NULL WHERE id = ?1",
-                [id],
-            )
-            .map_err(other)?;
+            conn.prepare_cached(DELETE_JOB)
+                .and_then(|mut s| s.execute([id]))
+                .map_err(other)?;
             Ok(())
         })
         .await
@@ -795,11 +830,9 @@ impl Store for SqliteStore {
         let a = attempt.clone();
         self.write(move |conn| {
             insert_attempt(conn, &a)?;
-            conn.prepare_cached(
-                "UPDATE delivery_jobs SET state = 'done', payload = NULL WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute([id]))
-            .map_err(other)?;
+            conn.prepare_cached(DELETE_JOB)
+                .and_then(|mut s| s.execute([id]))
+                .map_err(other)?;
             Ok(())
         })
         .await
@@ -1120,7 +1153,7 @@ impl Store for SqliteStore {
                 }
             };
             if let Some(gate) = &guard.gate {
-                pass_gate_tx(conn, &gate.key, now)?;
+                pass_gate_tx(conn, &gate.key, gate.interval, now)?;
             }
             for c in &guard.counters {
                 add_tx(conn, &c.op, now)?;
@@ -1233,7 +1266,6 @@ impl Store for SqliteStore {
             let cutoff = micros(now - retention);
             conn.execute("DELETE FROM counters WHERE expires_at <= ?1", [now_us]).map_err(other)?;
             conn.execute("DELETE FROM blocks WHERE until_at <= ?1", [now_us]).map_err(other)?;
-            conn.execute("DELETE FROM gates WHERE last_at <= ?1", [now_us - day]).map_err(other)?;
             conn.execute("DELETE FROM token_buckets WHERE updated_at <= ?1", [now_us - day])
                 .map_err(other)?;
             conn.execute(
@@ -1274,6 +1306,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use verifyd_store::GateOp;
 
     /// A write that fails after changing rows takes its whole batch down with it: no caller
     /// in the batch is told it succeeded, nothing of the batch is committed, and the next
@@ -1282,10 +1315,13 @@ mod tests {
     async fn a_write_failing_half_way_rolls_back_its_batch() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("t.db"), SqliteOptions::default()).unwrap();
-        let gate = |key: &'static str| {
+        let row = |key: &'static str| {
             move |conn: &Connection| {
-                conn.execute("INSERT INTO gates (key, last_at) VALUES (?1, 1)", [key])
-                    .map_err(other)
+                conn.execute(
+                    "INSERT INTO token_buckets (key, tokens, updated_at) VALUES (?1, 1, 1)",
+                    [key],
+                )
+                .map_err(other)
             }
         };
         // Hold the writer busy so the next three writes land in one batch.
@@ -1300,37 +1336,44 @@ mod tests {
         });
         tokio::time::sleep(StdDuration::from_millis(50)).await;
         let s = store.clone();
-        let before = tokio::spawn(async move { s.write(gate("before")).await });
+        let before = tokio::spawn(async move { s.write(row("before")).await });
         tokio::time::sleep(StdDuration::from_millis(20)).await;
         let s = store.clone();
         let broken = tokio::spawn(async move {
             s.write(|conn| -> StoreResult<()> {
-                conn.execute("INSERT INTO gates (key, last_at) VALUES ('broken', 1)", [])
-                    .map_err(other)?;
+                conn.execute(
+                    "INSERT INTO token_buckets (key, tokens, updated_at) VALUES ('broken', 1, 1)",
+                    [],
+                )
+                .map_err(other)?;
                 Err(StoreError::Other(anyhow::anyhow!("failed half-way")))
             })
             .await
         });
         tokio::time::sleep(StdDuration::from_millis(20)).await;
         let s = store.clone();
-        let after = tokio::spawn(async move { s.write(gate("after")).await });
+        let after = tokio::spawn(async move { s.write(row("after")).await });
         tokio::time::sleep(StdDuration::from_millis(50)).await;
         release.send(()).unwrap();
         busy.await.unwrap().unwrap();
         assert!(before.await.unwrap().is_err());
         assert!(broken.await.unwrap().is_err());
         assert!(after.await.unwrap().is_err());
-        let gates = store
+        let rows = store
             .read(|conn| {
-                Ok(conn.query_row("SELECT count(*) FROM gates", [], |r| r.get::<_, i64>(0))?)
+                Ok(
+                    conn.query_row("SELECT count(*) FROM token_buckets", [], |r| {
+                        r.get::<_, i64>(0)
+                    })?,
+                )
             })
             .await
             .unwrap();
-        assert_eq!(gates, 0);
-        store.write(gate("later")).await.unwrap();
+        assert_eq!(rows, 0);
+        store.write(row("later")).await.unwrap();
         let keys = store
             .read(|conn| {
-                let mut stmt = conn.prepare("SELECT key FROM gates")?;
+                let mut stmt = conn.prepare("SELECT key FROM token_buckets")?;
                 let keys = stmt
                     .query_map([], |r| r.get::<_, String>(0))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1339,6 +1382,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, vec!["later".to_string()]);
+    }
+
+    /// A gate passed before migration 5 (its own table, the old key) still holds after it.
+    #[tokio::test]
+    async fn a_gate_survives_the_move_into_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let now = OffsetDateTime::now_utc();
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch("PRAGMA user_version = 4").unwrap();
+            conn.execute(
+                "INSERT INTO gates (key, last_at) VALUES ('gate:app:+46701234567', ?1)",
+                [micros(now - time::Duration::seconds(10))],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let guard = Guard {
+            gate: Some(GateOp {
+                key: "num:app:+46701234567:gate".into(),
+                interval: time::Duration::seconds(30),
+            }),
+            counters: Vec::new(),
+        };
+        let outcome = store
+            .guarded_write(&guard, GuardedWrite::Nothing, now)
+            .await
+            .unwrap();
+        let GuardOutcome::Refused(Refusal::Gate { wait }) = outcome else {
+            panic!("the migrated gate let a start through: {outcome:?}");
+        };
+        assert_eq!(wait, time::Duration::seconds(20));
+        let later = now + time::Duration::seconds(21);
+        let outcome = store
+            .guarded_write(&guard, GuardedWrite::Nothing, later)
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, GuardOutcome::Passed { .. }),
+            "{outcome:?}"
+        );
     }
 
     #[test]
