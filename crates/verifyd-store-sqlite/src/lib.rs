@@ -1389,7 +1389,7 @@ mod tests {
     async fn a_gate_survives_the_move_into_counters() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let now = OffsetDateTime::now_utc();
+        let now = time::macros::datetime!(2026-11-26 12:00 UTC);
         {
             let conn = Connection::open(&path).unwrap();
             for sql in &MIGRATIONS[..4] {
