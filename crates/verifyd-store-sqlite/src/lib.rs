@@ -77,6 +77,66 @@ pub struct SqliteStore {
     /// Dropping the last sender ends the writer thread.
     writer: std_mpsc::Sender<WriteJob>,
     readers: Arc<ReaderPool>,
+    counter_sweep: Arc<CounterSweep>,
+}
+
+/// The counters have no expiry index (migration 5: it cost every start a page), so the
+/// purge walks them in key order, a slice at a time, going on where it stopped. Each purge
+/// walks at least twice as many rows as were written since the one before, so expired rows
+/// cannot pile up faster than they are found.
+#[derive(Default)]
+struct CounterSweep {
+    /// The last key the walk reached; empty to start from the beginning.
+    cursor: Mutex<String>,
+    /// Counter rows written (inserted or updated) since the last purge.
+    written: std::sync::atomic::AtomicU64,
+}
+
+/// Rows walked per purge at least, and per statement.
+const SWEEP_MIN: u64 = 20_000;
+const SWEEP_SLICE: i64 = 5_000;
+
+impl CounterSweep {
+    fn wrote(&self, rows: usize) {
+        self.written
+            .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Deletes expired counter rows from the next slices of the key space.
+    fn purge(&self, conn: &Connection, now_us: i64) -> rusqlite::Result<()> {
+        let written = self.written.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let budget = SWEEP_MIN.max(written.saturating_mul(2));
+        let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let mut walked = 0;
+        while walked < budget {
+            let end: Option<String> = conn
+                .prepare_cached(
+                    "SELECT key FROM counters WHERE key > ?1 ORDER BY key LIMIT 1 OFFSET ?2",
+                )?
+                .query_row(params![*cursor, SWEEP_SLICE - 1], |r| r.get(0))
+                .optional()?;
+            walked += SWEEP_SLICE as u64;
+            match end {
+                Some(end) => {
+                    conn.prepare_cached(
+                        "DELETE FROM counters WHERE key > ?1 AND key <= ?2 AND expires_at <= ?3",
+                    )?
+                    .execute(params![*cursor, end, now_us])?;
+                    *cursor = end;
+                }
+                None => {
+                    conn.prepare_cached(
+                        "DELETE FROM counters WHERE key > ?1 AND expires_at <= ?2",
+                    )?
+                    .execute(params![*cursor, now_us])?;
+                    // The end: the next purge starts again from the beginning.
+                    cursor.clear();
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 struct ReaderPool {
@@ -151,6 +211,7 @@ impl SqliteStore {
                 path,
                 idle: Mutex::new(Vec::new()),
             }),
+            counter_sweep: Arc::default(),
         })
     }
 
@@ -482,14 +543,6 @@ fn counter_sum(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> rusqli
     })
 }
 
-/// Rounds a counter row's expiry up to the hour. Rows are purged a little later than they
-/// could be, but the expiry index then has one append point per window length instead of
-/// one per distinct expiry, so a batch of starts shares its pages.
-fn expiry_slot(expires_at_us: i64) -> i64 {
-    const HOUR_US: i64 = 3_600_000_000;
-    expires_at_us.div_euclid(HOUR_US) * HOUR_US + HOUR_US
-}
-
 /// Adds `op.amount` to the current bucket.
 fn add_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult<()> {
     if op.amount != 0 {
@@ -499,14 +552,7 @@ fn add_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult
             "INSERT INTO counters (key, bucket, value, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (key, bucket) DO UPDATE SET value = value + excluded.value",
         )
-        .and_then(|mut s| {
-            s.execute(params![
-                op.key,
-                bucket,
-                op.amount,
-                expiry_slot(bucket + width + window)
-            ])
-        })
+        .and_then(|mut s| s.execute(params![op.key, bucket, op.amount, bucket + width + window]))
         .map_err(other)?;
     }
     Ok(())
@@ -548,12 +594,7 @@ fn pass_gate_tx(
          ON CONFLICT (key, bucket) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
     )
     .and_then(|mut s| {
-        s.execute(params![
-            key,
-            GATE_BUCKET,
-            at,
-            expiry_slot(at + interval.whole_microseconds() as i64)
-        ])
+        s.execute(params![key, GATE_BUCKET, at, at + interval.whole_microseconds() as i64])
     })
     .map_err(other)?;
     Ok(())
@@ -1113,6 +1154,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<GuardOutcome> {
         let guard = guard.clone();
         let write = OwnedWrite::from(write);
+        let sweep = Arc::clone(&self.counter_sweep);
         // Everything that can refuse or fail is checked before anything is changed, so a
         // refused or failed guarded write leaves nothing to undo.
         self.write_or_refuse(move |conn| {
@@ -1158,6 +1200,7 @@ impl Store for SqliteStore {
             for c in &guard.counters {
                 add_tx(conn, &c.op, now)?;
             }
+            sweep.wrote(guard.counters.len() + usize::from(guard.gate.is_some()));
             Ok((
                 GuardOutcome::Passed {
                     sums,
@@ -1260,11 +1303,12 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, now: OffsetDateTime, retention: time::Duration) -> StoreResult<u64> {
+        let sweep = Arc::clone(&self.counter_sweep);
         self.write(move |conn| {
             let now_us = micros(now);
             let day = 86_400_000_000i64;
             let cutoff = micros(now - retention);
-            conn.execute("DELETE FROM counters WHERE expires_at <= ?1", [now_us]).map_err(other)?;
+            sweep.purge(conn, now_us).map_err(other)?;
             conn.execute("DELETE FROM blocks WHERE until_at <= ?1", [now_us]).map_err(other)?;
             conn.execute("DELETE FROM token_buckets WHERE updated_at <= ?1", [now_us - day])
                 .map_err(other)?;
@@ -1427,6 +1471,51 @@ mod tests {
             matches!(outcome, GuardOutcome::Passed { .. }),
             "{outcome:?}"
         );
+    }
+
+    /// The counter purge walks the keys in slices and goes on where it stopped: expired rows
+    /// go, live ones stay, and a table bigger than one purge's walk is cleared by the next.
+    #[tokio::test]
+    async fn the_counter_purge_walks_on_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db"), SqliteOptions::default()).unwrap();
+        let now = time::macros::datetime!(2026-11-26 12:00 UTC);
+        let now_us = micros(now);
+        store
+            .write(move |conn| {
+                let mut insert = conn
+                    .prepare("INSERT INTO counters (key, bucket, value, expires_at) VALUES (?1, 0, 1, ?2)")
+                    .map_err(other)?;
+                for i in 0..30_000 {
+                    let expires = if i % 3 == 0 { now_us + 1 } else { now_us };
+                    insert
+                        .execute(params![format!("k{i:05}"), expires])
+                        .map_err(other)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let rows = || async {
+            store
+                .read(|conn| {
+                    Ok(conn
+                        .query_row("SELECT count(*) FROM counters", [], |r| r.get::<_, i64>(0))?)
+                })
+                .await
+                .unwrap()
+        };
+        let retention = time::Duration::days(7);
+        store.purge(now, retention).await.unwrap();
+        // The first 20,000 keys were walked: their 13,333 expired rows are gone.
+        assert_eq!(rows().await, 30_000 - 13_333);
+        store.purge(now, retention).await.unwrap();
+        assert_eq!(rows().await, 10_000, "only the live rows are left");
+        store
+            .purge(now + time::Duration::microseconds(1), retention)
+            .await
+            .unwrap();
+        assert_eq!(rows().await, 0, "the walk started again from the first key");
     }
 
     #[test]
