@@ -111,6 +111,20 @@ struct Args {
     /// round-robin.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// How the start phase picks its (always distinct) numbers.
+    #[arg(long, value_enum, default_value_t = NumberOrder::Scattered)]
+    numbers: NumberOrder,
+}
+
+/// `--numbers` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum NumberOrder {
+    /// Spread over the whole range, as real traffic is.
+    Scattered,
+    /// One after another (the only order before session 3): consecutive numbers share
+    /// B-tree pages in the store's number-keyed indexes, so starts look cheaper than they
+    /// are.
+    Sequential,
 }
 
 /// `--sync` values.
@@ -222,13 +236,19 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hands out distinct Swedish mobile numbers, `+4670` and seven digits.
-struct Numbers(u64);
+/// Hands out distinct Swedish mobile numbers, `+4670` and seven digits, in the order
+/// `--numbers` asks for.
+struct Numbers(u64, NumberOrder);
 
 impl Numbers {
     fn next(&mut self) -> anyhow::Result<String> {
         anyhow::ensure!(self.0 < 10_000_000, "ran out of distinct +4670 numbers");
-        let number = format!("+4670{:07}", self.0);
+        let n = match self.1 {
+            // A bijection of 0..10^7: the multiplier is coprime to 10^7.
+            NumberOrder::Scattered => (self.0 * 7_654_321 + 1_234_567) % 10_000_000,
+            NumberOrder::Sequential => self.0,
+        };
+        let number = format!("+4670{n:07}");
         self.0 += 1;
         Ok(number)
     }
@@ -465,7 +485,7 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<(Vec<Level>, Opti
     let verifyd_warm: Uri = format!("{verifyd}/healthz").parse()?;
     let ceiling_warm: Uri = format!("{ceiling}/healthz").parse()?;
     let wanted = |p: PhaseName| args.phases.contains(&p);
-    let mut numbers = Numbers(0);
+    let mut numbers = Numbers(0, args.numbers);
     let mut levels = Vec::new();
 
     for &c in &args.concurrency {
