@@ -16,7 +16,7 @@ use time::{Duration, OffsetDateTime};
 use verifyd_api::ErrorCode;
 use verifyd_core::phone::LineType;
 use verifyd_core::{Method, PhoneNumber, Reason};
-use verifyd_store::{Block, CounterOp, GateOp, Guard, LimitedCounter, Refusal, Store};
+use verifyd_store::{Block, CounterOp, Guard, LimitedCounter, RecentStarts, Refusal, Store};
 
 use crate::error::ApiError;
 
@@ -412,41 +412,35 @@ impl FraudPolicy {
     pub fn start_guard(&self, app: &str, number: &PhoneNumber, amount: f64) -> StartGuard {
         let n = number.as_str();
         let mut g = StartGuard::default();
-        if self.min_start_interval > Duration::ZERO {
-            g.guard.gate = Some(GateOp {
-                key: format!("num:{app}:{n}:gate"),
-                interval: self.min_start_interval,
-            });
+        // The number's start limits are counted from its verifications (no counter rows:
+        // each would be one more page written per start).
+        let mut recent = RecentStarts {
+            app: app.to_string(),
+            endpoint: n.to_string(),
+            min_interval: self.min_start_interval.max(Duration::ZERO),
+            limits: Vec::new(),
+        };
+        for (limit, window, max) in [
+            (
+                StartLimit::PerHour,
+                Duration::hours(1),
+                self.starts_per_hour,
+            ),
+            (StartLimit::PerDay, Duration::days(1), self.starts_per_day),
+        ] {
+            if max > 0 {
+                recent.limits.push((window, i64::from(max)));
+                g.recent_limits.push(limit);
+            }
+        }
+        if recent.min_interval > Duration::ZERO || !recent.limits.is_empty() {
+            g.guard.recent = Some(recent);
         }
         if self.wrong_codes_per_day > 0 {
             g.push(
                 StartLimit::WrongCodes,
                 wrong_codes_op(app, n, 0),
                 Some(i64::from(self.wrong_codes_per_day) - 1),
-            );
-        }
-        if self.starts_per_hour > 0 {
-            g.push(
-                StartLimit::PerHour,
-                CounterOp {
-                    key: format!("num:{app}:{n}:starts:h"),
-                    amount: 1,
-                    window: Duration::hours(1),
-                    bucket: Duration::minutes(1),
-                },
-                Some(i64::from(self.starts_per_hour)),
-            );
-        }
-        if self.starts_per_day > 0 {
-            g.push(
-                StartLimit::PerDay,
-                CounterOp {
-                    key: format!("num:{app}:{n}:starts:d"),
-                    amount: 1,
-                    window: Duration::days(1),
-                    bucket: Duration::hours(1),
-                },
-                Some(i64::from(self.starts_per_day)),
             );
         }
         if self.allow_listed(number) {
@@ -594,6 +588,8 @@ pub struct StartGuard {
     /// Run with the start's write.
     pub guard: Guard,
     limits: Vec<StartLimit>,
+    /// What each of `guard.recent`'s limits means.
+    recent_limits: Vec<StartLimit>,
 }
 
 /// How a start is refused.
@@ -605,6 +601,21 @@ pub enum StartRefused {
 }
 
 impl StartGuard {
+    /// Splits off the gate and the counters, to run (and count) on their own before the
+    /// request event; what stays is re-checked with the insert, which is what records a
+    /// start for the number's limits.
+    pub fn take_counted(&mut self) -> StartGuard {
+        StartGuard {
+            guard: Guard {
+                recent: self.guard.recent.clone(),
+                gate: self.guard.gate.take(),
+                counters: std::mem::take(&mut self.guard.counters),
+            },
+            limits: std::mem::take(&mut self.limits),
+            recent_limits: self.recent_limits.clone(),
+        }
+    }
+
     fn push(&mut self, limit: StartLimit, op: CounterOp, max: Option<i64>) {
         self.guard.counters.push(LimitedCounter { op, max });
         self.limits.push(limit);
@@ -628,6 +639,7 @@ impl StartGuard {
                 );
             }
             Refusal::Limit { index, .. } => self.limits.get(index).copied(),
+            Refusal::Recent { index, .. } => self.recent_limits.get(index).copied(),
         };
         match limit {
             Some(StartLimit::WrongCodes) => {

@@ -238,8 +238,9 @@ pub async fn start(
         }
     }
     if denial.is_none() && known.app.callback_url.is_some() {
-        // The backend is asked only about starts that pass the rate checks.
-        let g = std::mem::take(&mut guard);
+        // The backend is asked only about starts that pass the rate checks. The number's
+        // start limits are checked again with the insert, which is what records the start.
+        let g = guard.take_counted();
         let outcome = state
             .0
             .store

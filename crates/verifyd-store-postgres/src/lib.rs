@@ -52,7 +52,7 @@ use tokio_postgres::{NoTls, Row};
 use verifyd_core::{Method, Status, Verification, VerificationId};
 use verifyd_store::{
     Application, Block, CounterOp, DeliveryAttempt, DeliveryJob, EventKind, EventState, Guard,
-    GuardOutcome, GuardedWrite, OutboxEvent, Refusal, Store, StoreError, StoreResult,
+    GuardOutcome, GuardedWrite, OutboxEvent, RecentStarts, Refusal, Store, StoreError, StoreResult,
 };
 
 use crate::rows::{
@@ -230,6 +230,11 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // A refusal returns before the commit: dropping the transaction rolls it back.
+        if let Some(recent) = &guard.recent
+            && let Some(refusal) = recent.check(&recent_starts(&tx, recent, now).await?, now)
+        {
+            return Ok(GuardOutcome::Refused(refusal));
+        }
         if let Some(gate) = &guard.gate
             && let Some(wait) = gate_tx(&tx, &gate.key, gate.interval, now).await?
         {
@@ -280,6 +285,41 @@ impl PgStore {
             job_id,
         })
     }
+}
+
+/// When the number's verifications of the last [`RecentStarts::horizon`] were created
+/// (every method, from the identity index). Takes a per-number lock first, so starts for
+/// one number from any node queue here and each counts the one before it.
+async fn recent_starts(
+    tx: &deadpool_postgres::Transaction<'_>,
+    recent: &RecentStarts,
+    now: OffsetDateTime,
+) -> Result<Vec<OffsetDateTime>, TxError> {
+    let key = format!("{}\n*\n{}", recent.app, recent.endpoint);
+    exec(
+        tx,
+        "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))",
+        &[&START_LOCK_CLASS, &key],
+    )
+    .await?;
+    let methods: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+    let rows = query(
+        tx,
+        "SELECT created_at FROM verifications
+         WHERE app = $1 AND method = ANY($2) AND endpoint = $3 AND created_at > $4
+           AND status <> 'DENIED'",
+        &[
+            &recent.app,
+            &methods,
+            &recent.endpoint,
+            &(now - recent.horizon()),
+        ],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<Vec<OffsetDateTime>, _>>()?)
 }
 
 /// Inserts `v` (superseding the pending one), its events and its job, in `tx`.

@@ -39,11 +39,6 @@ const MIGRATIONS: &[Migration] = &[
         name: "delivery",
         sql: include_str!("../migrations/0004_delivery.sql"),
     },
-    Migration {
-        version: 5,
-        name: "gate keys",
-        sql: include_str!("../migrations/0005_gate_keys.sql"),
-    },
 ];
 
 /// The advisory lock (class, id) serializing migrations across nodes. The two-key form

@@ -6,7 +6,7 @@
 -- insertion order append to a page the whole batch shares. Version 4 wrote a start's rows
 -- into eight B-trees, five of them at a number-keyed spot (the pending and identity
 -- indexes, the gate, the counter key, and the counters' expiry index, whose ties on
--- `expires_at` were ordered by key). This leaves two: the identity index and the counters.
+-- `expires_at` were ordered by key). This leaves one: the identity index.
 
 -- The identity index finds the pending verification of a number as well (the single writer
 -- supersedes it in the same transaction as the insert), so the partial unique index was a
@@ -14,14 +14,13 @@
 DROP INDEX verifications_one_pending;
 
 -- Counters lose their expiry index: the purge walks the counters a slice of keys at a time
--- instead. Gates move in: one row per gate key with `bucket` 0, `value` the last pass (unix
--- microseconds) and `expires_at` when the gate has opened again. Gate keys start with the
--- number's counter prefix, so a number's gate and counters share a page.
+-- instead. Gates move into the counters table (one row per gate key with `bucket` 0,
+-- `value` the last pass in unix microseconds, `expires_at` when it has opened again). The
+-- server no longer keeps a gate or counters per number for starts: it counts the number's
+-- verifications in the identity index instead.
 DROP INDEX counters_expiry;
 INSERT INTO counters (key, bucket, value, expires_at)
-    SELECT CASE WHEN key LIKE 'gate:%' THEN 'num:' || substr(key, 6) || ':gate' ELSE key END,
-           0, last_at, last_at + 86400000000
-    FROM gates WHERE true
+    SELECT key, 0, last_at, last_at + 86400000000 FROM gates WHERE true
     ON CONFLICT (key, bucket) DO NOTHING;
 DROP TABLE gates;
 

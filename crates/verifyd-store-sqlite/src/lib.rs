@@ -28,12 +28,12 @@ use tokio::sync::oneshot;
 use verifyd_core::{Method, Status, Verification, VerificationId};
 use verifyd_store::{
     Application, Block, CounterOp, DeliveryAttempt, DeliveryJob, EventKind, EventState, Guard,
-    GuardOutcome, GuardedWrite, OutboxEvent, Refusal, Store, StoreError, StoreResult,
+    GuardOutcome, GuardedWrite, OutboxEvent, RecentStarts, Refusal, Store, StoreError, StoreResult,
 };
 
 use crate::rows::{
-    APP_COLUMNS, EVENT_COLUMNS, VERIFICATION_COLUMNS, app_from_row, event_from_row, micros,
-    verification_from_row, verification_params,
+    APP_COLUMNS, EVENT_COLUMNS, VERIFICATION_COLUMNS, app_from_row, event_from_row, from_micros,
+    micros, verification_from_row, verification_params,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -558,8 +558,37 @@ fn add_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult
     Ok(())
 }
 
+/// When the number's verifications of the last [`RecentStarts::horizon`] were created,
+/// from the identity index alone (every method).
+fn recent_starts(
+    conn: &Connection,
+    recent: &RecentStarts,
+    now: OffsetDateTime,
+) -> StoreResult<Vec<OffsetDateTime>> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let methods: Vec<String> = Method::ALL
+            .iter()
+            .map(|m| format!("'{}'", m.as_str()))
+            .collect();
+        format!(
+            "SELECT created_at FROM verifications
+             WHERE app = ?1 AND method IN ({}) AND endpoint = ?2 AND created_at > ?3
+               AND status <> 'DENIED'",
+            methods.join(", ")
+        )
+    });
+    let mut stmt = conn.prepare_cached(&SQL).map_err(other)?;
+    let rows = stmt
+        .query_map(
+            params![recent.app, recent.endpoint, micros(now - recent.horizon())],
+            |r| from_micros(r.get::<_, i64>(0)?),
+        )
+        .map_err(other)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(other)
+}
+
 /// The `bucket` of a gate's row in `counters` (migration 5): gates share the counters
-/// table so that a number's gate and its counters sit on one B-tree page.
+/// table, so a gate whose key starts like its counters' keys shares their pages.
 const GATE_BUCKET: i64 = 0;
 
 /// How long until the gate `key` opens, if it is closed (changes nothing).
@@ -1158,6 +1187,11 @@ impl Store for SqliteStore {
         // Everything that can refuse or fail is checked before anything is changed, so a
         // refused or failed guarded write leaves nothing to undo.
         self.write_or_refuse(move |conn| {
+            if let Some(recent) = &guard.recent
+                && let Some(refusal) = recent.check(&recent_starts(conn, recent, now)?, now)
+            {
+                return Ok((GuardOutcome::Refused(refusal), false));
+            }
             if let Some(gate) = &guard.gate
                 && let Some(wait) = gate_closed(conn, &gate.key, gate.interval, now)?
             {
@@ -1428,7 +1462,7 @@ mod tests {
         assert_eq!(keys, vec!["later".to_string()]);
     }
 
-    /// A gate passed before migration 5 (its own table, the old key) still holds after it.
+    /// A gate passed before migration 5 still holds after it.
     #[tokio::test]
     async fn a_gate_survives_the_move_into_counters() {
         let dir = tempfile::tempdir().unwrap();
@@ -1448,8 +1482,9 @@ mod tests {
         }
         let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
         let guard = Guard {
+            recent: None,
             gate: Some(GateOp {
-                key: "num:app:+46701234567:gate".into(),
+                key: "gate:app:+46701234567".into(),
                 interval: time::Duration::seconds(30),
             }),
             counters: Vec::new(),

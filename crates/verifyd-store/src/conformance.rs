@@ -22,8 +22,8 @@ use verifyd_core::{
 
 use crate::{
     Application, Block, CounterOp, DeliveryAttempt, EventKind, EventState, GateOp, Guard,
-    GuardOutcome, GuardedWrite, LimitedCounter, MinAuth, NewJob, OutboxEvent, Refusal, Store,
-    StoreError, StoreResult,
+    GuardOutcome, GuardedWrite, LimitedCounter, MinAuth, NewJob, OutboxEvent, RecentStarts,
+    Refusal, Store, StoreError, StoreResult,
 };
 
 /// Plain counter bumps, gates, inserts with a job and updates, as the stories use them: each is one
@@ -54,6 +54,7 @@ trait GuardedWrites {
 impl<S: Store + ?Sized> GuardedWrites for S {
     async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
         let guard = Guard {
+            recent: None,
             gate: None,
             counters: ops
                 .iter()
@@ -79,6 +80,7 @@ impl<S: Store + ?Sized> GuardedWrites for S {
         now: OffsetDateTime,
     ) -> StoreResult<Option<Duration>> {
         let guard = Guard {
+            recent: None,
             gate: Some(GateOp {
                 key: key.into(),
                 interval,
@@ -181,7 +183,9 @@ macro_rules! conformance_tests {
             counter_sums_read_without_counting,
             a_guarded_start_passes_or_changes_nothing,
             concurrent_guarded_starts_stop_exactly_at_the_limit,
-            a_guarded_update_checks_the_budget_and_the_version
+            a_guarded_update_checks_the_budget_and_the_version,
+            a_numbers_recent_starts_limit_its_next_start,
+            concurrent_starts_to_one_number_stop_at_its_limit
         );
     };
     (@each $make:path, $($story:ident),+) => {
@@ -1310,6 +1314,7 @@ fn limited(key: &str, amount: i64, max: Option<i64>) -> LimitedCounter {
 
 fn start_guard(number: &str) -> Guard {
     Guard {
+        recent: None,
         gate: Some(GateOp {
             key: format!("gate:{number}"),
             interval: Duration::seconds(1),
@@ -1423,6 +1428,7 @@ pub async fn a_guarded_start_passes_or_changes_nothing(store: Arc<dyn Store>) {
     assert_eq!(jobs.len(), 2);
     // A read-only check that is already over its limit refuses too.
     let exhausted = Guard {
+        recent: None,
         gate: None,
         counters: vec![limited("spent", 3, None), limited("spent", 0, Some(2))],
     };
@@ -1451,6 +1457,7 @@ pub async fn concurrent_guarded_starts_stop_exactly_at_the_limit(store: Arc<dyn 
             tokio::spawn(async move {
                 let v = sms("app", &format!("+467000001{i:02}"), 100 + i);
                 let guard = Guard {
+                    recent: None,
                     gate: None,
                     counters: vec![limited("app-starts", 1, Some(5))],
                 };
@@ -1486,12 +1493,129 @@ pub async fn concurrent_guarded_starts_stop_exactly_at_the_limit(store: Arc<dyn 
     );
 }
 
+fn recent(number: &str, min_interval: Duration, limits: Vec<(Duration, i64)>) -> Guard {
+    Guard {
+        recent: Some(RecentStarts {
+            app: "app".into(),
+            endpoint: number.into(),
+            min_interval,
+            limits,
+        }),
+        gate: None,
+        counters: Vec::new(),
+    }
+}
+
+/// A verification of `method` to `number` created at `at`.
+fn started_at(method: Method, number: &str, seed: u64, at: OffsetDateTime) -> Verification {
+    let mut v = sms("app", number, seed);
+    v.method = method;
+    v.expires_at = at + (v.expires_at - v.created_at);
+    v.created_at = at;
+    v
+}
+
+/// A number's start limits count the verifications stored for it (every method, every
+/// status but DENIED, inside each window) plus the one being inserted; the minimum interval waits for
+/// the newest. Other numbers and other applications do not count.
+pub async fn a_numbers_recent_starts_limit_its_next_start(store: Arc<dyn Store>) {
+    let number = "+46700000081";
+    let guard = recent(
+        number,
+        Duration::seconds(30),
+        vec![(Duration::hours(1), 2), (Duration::days(1), 3)],
+    );
+    let at = |minutes: i64| T0 + Duration::minutes(minutes);
+    let first = started_at(Method::Sms, number, 81, at(0));
+    assert!(matches!(
+        guarded_insert(&store, &guard, &first).await,
+        GuardOutcome::Passed { .. }
+    ));
+    // Ten seconds later: the minimum interval refuses, saying how long to wait.
+    let early = started_at(Method::Flashcall, number, 82, at(0) + Duration::seconds(10));
+    assert_eq!(
+        guarded_insert(&store, &guard, &early).await,
+        GuardOutcome::Refused(Refusal::Gate {
+            wait: Duration::seconds(20)
+        })
+    );
+    assert!(store.verification("app", early.id).await.unwrap().is_none());
+    // Neighbours, another application's starts of the same number and denied starts do
+    // not count.
+    let mut elsewhere = started_at(Method::Sms, "+46700000082", 83, at(1));
+    store.insert_verification(&elsewhere, &[]).await.unwrap();
+    elsewhere = started_at(Method::Sms, number, 84, at(1));
+    elsewhere.app = "other".into();
+    store.insert_verification(&elsewhere, &[]).await.unwrap();
+    let mut denied = started_at(Method::Callout, number, 90, at(2));
+    denied.deny(Reason::Fraud, at(2));
+    store.insert_verification(&denied, &[]).await.unwrap();
+    // A second start by another method passes; a third in the hour is refused.
+    let second = started_at(Method::Flashcall, number, 85, at(5));
+    assert!(matches!(
+        guarded_insert(&store, &guard, &second).await,
+        GuardOutcome::Passed { .. }
+    ));
+    let third = started_at(Method::Sms, number, 86, at(10));
+    assert_eq!(
+        guarded_insert(&store, &guard, &third).await,
+        GuardOutcome::Refused(Refusal::Recent { index: 0, count: 3 })
+    );
+    // An hour after the first the hour has room again, but the day is full after it.
+    let later = started_at(Method::Sms, number, 87, at(61));
+    assert!(matches!(
+        guarded_insert(&store, &guard, &later).await,
+        GuardOutcome::Passed { .. }
+    ));
+    let fourth = started_at(Method::Callout, number, 88, at(130));
+    assert_eq!(
+        guarded_insert(&store, &guard, &fourth).await,
+        GuardOutcome::Refused(Refusal::Recent { index: 1, count: 4 })
+    );
+    // A day after the first, it no longer counts.
+    let next_day = started_at(Method::Sms, number, 89, at(24 * 60 + 1));
+    assert!(matches!(
+        guarded_insert(&store, &guard, &next_day).await,
+        GuardOutcome::Passed { .. }
+    ));
+}
+
+/// Racing starts to one number, from any connection or node, stop exactly at its limit.
+pub async fn concurrent_starts_to_one_number_stop_at_its_limit(store: Arc<dyn Store>) {
+    let number = "+46700000091";
+    let handles: Vec<_> = (0..12u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let method = Method::ALL[(i % 5) as usize];
+                let v = started_at(
+                    method,
+                    number,
+                    900 + i,
+                    T0 + Duration::milliseconds(i as i64),
+                );
+                let guard = recent(number, Duration::ZERO, vec![(Duration::hours(1), 4)]);
+                matches!(
+                    guarded_insert(&store, &guard, &v).await,
+                    GuardOutcome::Passed { .. }
+                )
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for h in handles {
+        passed += usize::from(h.await.unwrap());
+    }
+    assert_eq!(passed, 4);
+}
+
 /// A guarded update counts a wrong guess with the write; a stale one changes nothing (not
 /// even the count); an exhausted budget refuses the write.
 pub async fn a_guarded_update_checks_the_budget_and_the_version(store: Arc<dyn Store>) {
     let v = sms("app", "+46700000071", 71);
     store.insert_verification(&v, &[]).await.unwrap();
     let budget = |max| Guard {
+        recent: None,
         gate: None,
         counters: vec![limited("wrong:+46700000071", 1, Some(max))],
     };

@@ -220,10 +220,63 @@ pub struct GateOp {
 /// gate is not passed, nothing is counted, nothing is written).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Guard {
-    /// An optional gate, checked first.
+    /// Limits on a number's recent starts, checked first.
+    pub recent: Option<RecentStarts>,
+    /// An optional gate, checked next.
     pub gate: Option<GateOp>,
     /// Counters, bumped and checked in order.
     pub counters: Vec<LimitedCounter>,
+}
+
+/// Limits on how often one number is started, counted from the verifications the store
+/// already holds for it (every method, every status but DENIED: a denied start never
+/// reached the number) rather than from counter rows, so a start writes nothing per number
+/// besides its own verification. The write it guards is counted too: an insert of a
+/// verification for this number is one more start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentStarts {
+    /// The application.
+    pub app: String,
+    /// The number (E.164).
+    pub endpoint: String,
+    /// The previous start must be at least this long ago (zero: no minimum). A refusal is
+    /// [`Refusal::Gate`].
+    pub min_interval: time::Duration,
+    /// `(window, max)`: at most `max` starts, this one included, in the last `window`. A
+    /// refusal is [`Refusal::Recent`] with the index into this list.
+    pub limits: Vec<(time::Duration, i64)>,
+}
+
+impl RecentStarts {
+    /// The longest time back the check looks.
+    #[must_use]
+    pub fn horizon(&self) -> time::Duration {
+        self.limits
+            .iter()
+            .map(|(window, _)| *window)
+            .fold(self.min_interval, time::Duration::max)
+    }
+
+    /// Checks a start at `now` against the creation times of the number's verifications
+    /// younger than [`Self::horizon`].
+    #[must_use]
+    pub fn check(&self, created: &[OffsetDateTime], now: OffsetDateTime) -> Option<Refusal> {
+        if self.min_interval > time::Duration::ZERO
+            && let Some(last) = created.iter().max()
+            && *last > now - self.min_interval
+        {
+            return Some(Refusal::Gate {
+                wait: *last + self.min_interval - now,
+            });
+        }
+        self.limits
+            .iter()
+            .enumerate()
+            .find_map(|(index, (window, max))| {
+                let count = created.iter().filter(|at| **at > now - *window).count() as i64 + 1;
+                (count > *max).then_some(Refusal::Recent { index, count })
+            })
+    }
 }
 
 /// A delivery job to queue with an insert, leased to the caller until `lease_until`.
@@ -273,6 +326,14 @@ pub enum Refusal {
         index: usize,
         /// The sum with this bump.
         sum: i64,
+    },
+    /// `recent.limits[index]` would be exceeded: this would be start number `count` in its
+    /// window.
+    Recent {
+        /// Which limit.
+        index: usize,
+        /// Starts in the window with this one.
+        count: i64,
     },
 }
 
