@@ -1526,20 +1526,25 @@ pub async fn a_numbers_recent_starts_limit_its_next_start(store: Arc<dyn Store>)
         vec![(Duration::hours(1), 2), (Duration::days(1), 3)],
     );
     let at = |minutes: i64| T0 + Duration::minutes(minutes);
-    let first = started_at(Method::Sms, number, 81, at(0));
-    assert!(matches!(
-        guarded_insert(&store, &guard, &first).await,
-        GuardOutcome::Passed { .. }
-    ));
+    let start = |method, seed, at| {
+        let (store, guard) = (store.clone(), guard.clone());
+        async move {
+            let v = started_at(method, number, seed, at);
+            let outcome = guarded_insert(&store, &guard, &v).await;
+            let stored = store.verification("app", v.id).await.unwrap().is_some();
+            assert_eq!(stored, matches!(outcome, GuardOutcome::Passed { .. }));
+            outcome
+        }
+    };
+    let passed = |outcome| matches!(outcome, GuardOutcome::Passed { .. });
+    assert!(passed(start(Method::Sms, 81, at(0)).await));
     // Ten seconds later: the minimum interval refuses, saying how long to wait.
-    let early = started_at(Method::Flashcall, number, 82, at(0) + Duration::seconds(10));
     assert_eq!(
-        guarded_insert(&store, &guard, &early).await,
+        start(Method::Flashcall, 82, at(0) + Duration::seconds(10)).await,
         GuardOutcome::Refused(Refusal::Gate {
             wait: Duration::seconds(20)
         })
     );
-    assert!(store.verification("app", early.id).await.unwrap().is_none());
     // Neighbours, another application's starts of the same number and denied starts do
     // not count.
     let mut elsewhere = started_at(Method::Sms, "+46700000082", 83, at(1));
@@ -1551,33 +1556,19 @@ pub async fn a_numbers_recent_starts_limit_its_next_start(store: Arc<dyn Store>)
     denied.deny(Reason::Fraud, at(2));
     store.insert_verification(&denied, &[]).await.unwrap();
     // A second start by another method passes; a third in the hour is refused.
-    let second = started_at(Method::Flashcall, number, 85, at(5));
-    assert!(matches!(
-        guarded_insert(&store, &guard, &second).await,
-        GuardOutcome::Passed { .. }
-    ));
-    let third = started_at(Method::Sms, number, 86, at(10));
+    assert!(passed(start(Method::Flashcall, 85, at(5)).await));
     assert_eq!(
-        guarded_insert(&store, &guard, &third).await,
+        start(Method::Sms, 86, at(10)).await,
         GuardOutcome::Refused(Refusal::Recent { index: 0, count: 3 })
     );
     // An hour after the first the hour has room again, but the day is full after it.
-    let later = started_at(Method::Sms, number, 87, at(61));
-    assert!(matches!(
-        guarded_insert(&store, &guard, &later).await,
-        GuardOutcome::Passed { .. }
-    ));
-    let fourth = started_at(Method::Callout, number, 88, at(130));
+    assert!(passed(start(Method::Sms, 87, at(61)).await));
     assert_eq!(
-        guarded_insert(&store, &guard, &fourth).await,
+        start(Method::Callout, 88, at(130)).await,
         GuardOutcome::Refused(Refusal::Recent { index: 1, count: 4 })
     );
     // A day after the first, it no longer counts.
-    let next_day = started_at(Method::Sms, number, 89, at(24 * 60 + 1));
-    assert!(matches!(
-        guarded_insert(&store, &guard, &next_day).await,
-        GuardOutcome::Passed { .. }
-    ));
+    assert!(passed(start(Method::Sms, 89, at(24 * 60 + 1)).await));
 }
 
 /// Racing starts to one number, from any connection or node, stop exactly at its limit.
