@@ -3,8 +3,9 @@
 //! (country, number type, block and allow lists), SMS-pumping detection and spend caps, and
 //! per-application test numbers.
 //!
-//! All shared state (counters, gates, token buckets, blocks) lives in the store, so the rules
-//! hold across nodes sharing one database. Every decision is logged with the rule name and
+//! All shared state (counters, token buckets, blocks, and the verifications the per-number
+//! start limits count) lives in the store, so the rules hold across nodes sharing one
+//! database. Every decision is logged with the rule name and
 //! the masked number, and counted in `verifyd_rule_hits_total{rule,action}`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -405,10 +406,11 @@ impl FraudPolicy {
         Ok(())
     }
 
-    /// The checks a start must pass, as one [`Guard`] for the start's own write: the gate
-    /// between starts to the number, the number's wrong-code budget, its starts per hour and
-    /// per day, and (unless the number is allow-listed) the SMS-pumping counts and the spend
-    /// cap. A refusal changes nothing, so a refused start is not counted.
+    /// The checks a start must pass, as one [`Guard`] for the start's own write: the
+    /// minimum interval between starts to the number and its starts per hour and per day
+    /// (counted from its verifications), the number's wrong-code budget, and (unless the
+    /// number is allow-listed) the SMS-pumping counts and the spend cap. A refusal changes
+    /// nothing, so a refused start is not counted.
     pub fn start_guard(&self, app: &str, number: &PhoneNumber, amount: f64) -> StartGuard {
         let n = number.as_str();
         let mut g = StartGuard::default();
