@@ -102,7 +102,14 @@ impl PhoneNumber {
             })
         })?;
         let national = parsed.national().to_string();
-        let meta = parsed.metadata(&DATABASE).or_else(|| {
+        // The plan the number belongs to (one region lookup: `parsed.country().id()` would
+        // repeat it), else the first plan of its country code.
+        let plan = parsed.metadata(&DATABASE);
+        let region = plan
+            .map(phonenumber::metadata::Metadata::id)
+            .filter(|id| *id != "001" && id.parse::<phonenumber::country::Id>().is_ok())
+            .map(str::to_string);
+        let meta = plan.or_else(|| {
             DATABASE
                 .by_code(&parsed.code().value())
                 .and_then(|m| m.into_iter().next())
@@ -123,11 +130,6 @@ impl PhoneNumber {
                 return Err(invalid("Invalid length."));
             }
         }
-        let region = parsed
-            .country()
-            .id()
-            .map(|id| id.as_ref().to_string())
-            .filter(|r| r != "001");
         // The line type is worked out when a rule asks (matching a number against every
         // type of its plan was half the cost of parsing it).
         let line_type = None;
@@ -197,26 +199,116 @@ impl PhoneNumber {
         }?;
         let national = self
             .e164
-            .get(1 + self.country_code.to_string().len()..)
+            .get(1 + decimal_digits(self.country_code)..)
             .unwrap_or_default();
-        let d = meta.descriptors();
-        if !d.general().is_match(national) {
-            return None;
-        }
-        [
-            (d.premium_rate(), LineType::PremiumRate),
-            (d.toll_free(), LineType::TollFree),
-            (d.shared_cost(), LineType::SharedCost),
-            (d.voip(), LineType::Voip),
-        ]
-        .into_iter()
-        .find(|(desc, _)| desc.is_some_and(|desc| desc.is_match(national)))
-        .map(|(_, kind)| kind)
+        SpecialTypes::line_type_in(meta, national)
     }
 
     /// The number masked for logs: country code and last two digits kept (`+46*******00`).
     pub fn masked(&self) -> String {
         mask(&self.e164)
+    }
+}
+
+/// How many decimal digits `n` has.
+fn decimal_digits(n: u16) -> usize {
+    match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    }
+}
+
+/// One numbering-plan pattern, tested as phonenumber's `Descriptor::is_match` tests it (a
+/// possible length, then a match starting at the first digit), but compiled once, anchored,
+/// and without the crate's regex cache: that cache is an LRU behind one global mutex that
+/// hashes the pattern's source on every call, which cost more than the match itself.
+struct Pattern {
+    regex: Option<regex::Regex>,
+    lengths: Vec<u16>,
+    descriptor: &'static phonenumber::metadata::Descriptor,
+}
+
+impl Pattern {
+    fn new(descriptor: &'static phonenumber::metadata::Descriptor) -> Self {
+        Self {
+            // A pattern the regex crate cannot take anchored (none in the metadata today)
+            // falls back to the descriptor's own test.
+            // The metadata's patterns are laid out with whitespace, as phonenumber reads them.
+            regex: regex::RegexBuilder::new(&format!(
+                "^(?:{})",
+                descriptor.national_number().as_str()
+            ))
+            .ignore_whitespace(true)
+            .build()
+            .ok(),
+            lengths: descriptor.possible_length().to_vec(),
+            descriptor,
+        }
+    }
+
+    fn is_match(&self, national: &str) -> bool {
+        let Some(regex) = &self.regex else {
+            return self.descriptor.is_match(national);
+        };
+        (self.lengths.is_empty() || self.lengths.contains(&(national.len() as u16)))
+            && regex.is_match(national)
+    }
+}
+
+/// A plan's general pattern and its premium-rate, toll-free, shared-cost and VoIP patterns,
+/// in that order.
+struct SpecialTypes {
+    general: Pattern,
+    special: Vec<(Pattern, LineType)>,
+}
+
+impl SpecialTypes {
+    /// The special line type of `national` in `meta`'s plan, whose patterns are compiled
+    /// on first use.
+    fn line_type_in(
+        meta: &'static phonenumber::metadata::Metadata,
+        national: &str,
+    ) -> Option<LineType> {
+        type Plans = std::collections::HashMap<&'static str, std::sync::OnceLock<SpecialTypes>>;
+        static PLANS: std::sync::LazyLock<Plans> = std::sync::LazyLock::new(|| {
+            DATABASE
+                .iter()
+                .map(|m| (m.id(), std::sync::OnceLock::new()))
+                .collect()
+        });
+        let compile = || {
+            let d = meta.descriptors();
+            SpecialTypes {
+                general: Pattern::new(d.general()),
+                special: [
+                    (d.premium_rate(), LineType::PremiumRate),
+                    (d.toll_free(), LineType::TollFree),
+                    (d.shared_cost(), LineType::SharedCost),
+                    (d.voip(), LineType::Voip),
+                ]
+                .into_iter()
+                .filter_map(|(desc, kind)| desc.map(|desc| (Pattern::new(desc), kind)))
+                .collect(),
+            }
+        };
+        match PLANS.get(meta.id()) {
+            Some(cell) => cell.get_or_init(compile).line_type(national),
+            // Not from phonenumber's own database (cannot happen): compiled for this call.
+            None => compile().line_type(national),
+        }
+    }
+
+    fn line_type(&self, national: &str) -> Option<LineType> {
+        if !self.general.is_match(national) {
+            return None;
+        }
+        self.special
+            .iter()
+            .find(|(pattern, _)| pattern.is_match(national))
+            .map(|(_, kind)| *kind)
     }
 }
 
