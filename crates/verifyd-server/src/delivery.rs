@@ -18,9 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use time::Duration;
 use tokio::task::JoinSet;
@@ -157,6 +156,10 @@ pub struct Sealer {
     cipher: ChaCha20Poly1305,
 }
 
+/// ChaCha20-Poly1305's nonce and tag lengths.
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
 impl Sealer {
     /// A sealer with a 32-byte key.
     pub fn new(key: [u8; 32]) -> Self {
@@ -165,21 +168,25 @@ impl Sealer {
         }
     }
 
-    fn seal(&self, plain: &[u8], rng: &mut dyn RngCore) -> anyhow::Result<Vec<u8>> {
-        let mut nonce = [0u8; 12];
-        rng.fill_bytes(&mut nonce);
-        let sealed = self
+    /// `nonce || ciphertext || tag`. The nonce is drawn by the caller (under the server
+    /// RNG's lock, which the encryption itself need not hold).
+    fn seal(&self, plain: &[u8], nonce: [u8; NONCE_LEN]) -> anyhow::Result<Vec<u8>> {
+        let mut sealed = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(plain);
+        let tag = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), plain)
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut sealed[NONCE_LEN..])
             .map_err(|_| anyhow::anyhow!("sealing a job payload failed"))?;
-        Ok([nonce.as_slice(), &sealed].concat())
+        sealed.extend_from_slice(&tag);
+        Ok(sealed)
     }
 
     fn open(&self, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
-        if sealed.len() < 12 {
+        if sealed.len() < NONCE_LEN {
             anyhow::bail!("sealed job payload is too short");
         }
-        let (nonce, body) = sealed.split_at(12);
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
         self.cipher
             .decrypt(Nonce::from_slice(nonce), body)
             .map_err(|_| anyhow::anyhow!("a job payload does not open with this server's key"))
@@ -268,8 +275,16 @@ pub fn seal(
         sms_fallback: sms_fallback.map(SealedPayload::from),
     };
     let plain = serde_json::to_vec(&sealed).map_err(ApiError::internal)?;
+    let nonce = state.with_rng(|rng| {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        nonce
+    });
     let bytes = state
-        .with_rng(|rng| state.0.dispatcher.sealer.seal(&plain, rng))
+        .0
+        .dispatcher
+        .sealer
+        .seal(&plain, nonce)
         .map_err(ApiError::internal)?;
     Ok((bytes, Unsealed(sealed)))
 }
@@ -691,5 +706,28 @@ pub async fn receipts_loop(state: AppState, mut rx: tokio::sync::mpsc::Unbounded
         if let Err(e) = handle_receipt(&state, receipt).await {
             tracing::error!(message = %e.message, "could not apply a delivery report");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_payload_opens_and_keeps_the_stored_layout() {
+        let sealer = Sealer::new([7; 32]);
+        let nonce = [3; NONCE_LEN];
+        let sealed = sealer.seal(b"the message", nonce).expect("seal");
+        assert_eq!(sealer.open(&sealed).expect("open"), b"the message");
+        // Jobs sealed before (nonce, then `Aead::encrypt`'s ciphertext and tag) still open.
+        let before = sealer
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), b"the message".as_slice())
+            .expect("encrypt");
+        assert_eq!(sealed, [nonce.as_slice(), &before].concat());
+        let mut tampered = sealed.clone();
+        tampered[NONCE_LEN] ^= 1;
+        assert!(sealer.open(&tampered).is_err());
+        assert!(Sealer::new([8; 32]).open(&sealed).is_err());
     }
 }
