@@ -15,7 +15,7 @@
 //! stderr.
 //!
 //! ```text
-//! cargo run --release -p verifyd-bench -- --duration-secs 5 --concurrency 1,8,32,64 --rate 1000
+//! cargo run --release -p verifyd-bench -- --duration-secs 5 --concurrency 1,8,32,64,256 --rate 1000
 //! ```
 
 mod cpu;
@@ -57,7 +57,7 @@ struct Args {
     #[arg(long, default_value_t = 500)]
     slice_ms: u64,
     /// Concurrency levels (workers, one connection each), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64,256")]
     concurrency: Vec<usize>,
     /// Open-loop rate, requests/s, for the fixed-rate start and report phases (0 = skip).
     #[arg(long, default_value_t = 1000)]

@@ -692,20 +692,19 @@ async fn check_rules(
     amount: f64,
 ) -> Result<Result<StartGuard, Reason>, ApiError> {
     let fraud = state.fraud(app);
-    let masked = number.masked();
     if fraud.allow_listed(number) {
         fraud::hit("allowlist", "bypass");
-        tracing::info!(rule = "allowlist", app = %app, number = %masked, "allow-listed number bypasses the fraud rules");
+        tracing::info!(rule = "allowlist", app = %app, number = %number.masked(), "allow-listed number bypasses the fraud rules");
     } else {
         if let Err((rule, reason)) = fraud.destination(number, method) {
             fraud::hit(rule, "deny");
-            tracing::info!(rule, app = %app, number = %masked, country = number.region().unwrap_or("-"), %reason, "start refused");
+            tracing::info!(rule, app = %app, number = %number.masked(), country = number.region().unwrap_or("-"), %reason, "start refused");
             return Ok(Err(reason));
         }
         let store = state.0.store.as_ref();
         if let Err(rule) = fraud.pumping(store, app, number, state.now()).await? {
             fraud::hit(rule, "deny");
-            tracing::warn!(rule, app = %app, number = %masked, "start refused: destination prefix blocked for SMS pumping");
+            tracing::warn!(rule, app = %app, number = %number.masked(), "start refused: destination prefix blocked for SMS pumping");
             return Ok(Err(Reason::Fraud));
         }
     }
