@@ -406,7 +406,9 @@ pub async fn start(
             // Hand the message to the channel now, in the background; answer once it is
             // handed over or after `inline_wait` (the job is safe in the store either way).
             let (handed_over, handed) = tokio::sync::oneshot::channel();
-            tokio::spawn({
+            // Boxed: the dispatch future is large, and a task copies its future in and out
+            // of the task cell by value (those copies were a tenth of a start's memcpy).
+            tokio::spawn(Box::pin({
                 let state = state.clone();
                 let verification = verification.clone();
                 async move {
@@ -419,7 +421,7 @@ pub async fn start(
                     )
                     .await;
                 }
-            });
+            }));
             let wait = state.0.dispatcher.settings().inline_wait;
             // Err (the job ended without handing over) answers just as well.
             let _ = tokio::time::timeout(wait, handed).await;
