@@ -452,9 +452,7 @@ fn insert_verification_tx(
     let mut aborted = if v.status == Status::Pending {
         query_verifications(
             conn,
-            &select_verification_sql(
-                "app = ?1 AND method = ?2 AND endpoint = ?3 AND status = 'PENDING'",
-            ),
+            &select_verification_sql(PENDING_OF_IDENTITY),
             params![v.app, v.method.as_str(), v.identity.as_str()],
         )
         .map_err(other)?
@@ -559,6 +557,15 @@ fn add_tx(conn: &Connection, op: &CounterOp, now: OffsetDateTime) -> StoreResult
     Ok(())
 }
 
+/// The creation times of a number's verifications for an app since a time, all methods:
+/// one descent of the identity index, which leads with the number (migration 6).
+const RECENT_STARTS: &str = "SELECT created_at FROM verifications
+     WHERE endpoint = ?2 AND app = ?1 AND created_at > ?3 AND status <> 'DENIED'";
+
+/// The pending verifications a start to the same app, method and number supersedes.
+const PENDING_OF_IDENTITY: &str =
+    "app = ?1 AND method = ?2 AND endpoint = ?3 AND status = 'PENDING'";
+
 /// When the number's verifications of the last [`RecentStarts::horizon`] were created,
 /// from the identity index alone (every method).
 fn recent_starts(
@@ -566,10 +573,7 @@ fn recent_starts(
     recent: &RecentStarts,
     now: OffsetDateTime,
 ) -> StoreResult<Vec<OffsetDateTime>> {
-    // One descent of the identity index, which leads with the number (migration 6).
-    const SQL: &str = "SELECT created_at FROM verifications
-         WHERE endpoint = ?2 AND app = ?1 AND created_at > ?3 AND status <> 'DENIED'";
-    let mut stmt = conn.prepare_cached(SQL).map_err(other)?;
+    let mut stmt = conn.prepare_cached(RECENT_STARTS).map_err(other)?;
     let rows = stmt
         .query_map(
             params![recent.app, recent.endpoint, micros(now - recent.horizon())],
@@ -1452,6 +1456,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, vec!["later".to_string()]);
+    }
+
+    /// The reads a start makes by number use the identity index with the number first
+    /// (migration 6), so all of a number's methods are one descent.
+    #[tokio::test]
+    async fn a_starts_number_lookups_descend_the_identity_index_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let plan = |sql: &str, args: [&dyn rusqlite::ToSql; 3]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let details: Vec<String> = stmt
+                .query_map(&args[..], |r| r.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            details.join("; ")
+        };
+        // Every method of the number in one descent (not one per method).
+        let recent = plan(RECENT_STARTS, [&"app", &"+46700000000", &0]);
+        assert!(
+            recent.contains("USING INDEX verifications_identity (endpoint=? AND app=?)"),
+            "{recent}"
+        );
+        let pending = plan(
+            &select_verification_sql(PENDING_OF_IDENTITY),
+            [&"app", &"sms", &"+46700000000"],
+        );
+        assert!(
+            pending
+                .contains("USING INDEX verifications_identity (endpoint=? AND app=? AND method=?)"),
+            "{pending}"
+        );
     }
 
     /// A gate passed before migration 5 still holds after it.
