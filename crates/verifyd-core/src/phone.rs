@@ -210,6 +210,12 @@ impl PhoneNumber {
     }
 }
 
+/// Every numbering plan, the non-geographic ones included (`Database::iter` yields only one
+/// plan per region, and all of those share the region "001").
+fn every_plan() -> impl Iterator<Item = &'static phonenumber::metadata::Metadata> {
+    (1..1000u16).flat_map(|code| DATABASE.by_code(&code).unwrap_or_default())
+}
+
 /// How many decimal digits `n` has.
 fn decimal_digits(n: u16) -> usize {
     match n {
@@ -272,11 +278,13 @@ impl SpecialTypes {
         meta: &'static phonenumber::metadata::Metadata,
         national: &str,
     ) -> Option<LineType> {
-        type Plans = std::collections::HashMap<&'static str, std::sync::OnceLock<SpecialTypes>>;
+        // Keyed by region and country code: the non-geographic plans (+800, +882, +979, ...)
+        // all have the region "001".
+        type Plans =
+            std::collections::HashMap<(&'static str, u16), std::sync::OnceLock<SpecialTypes>>;
         static PLANS: std::sync::LazyLock<Plans> = std::sync::LazyLock::new(|| {
-            DATABASE
-                .iter()
-                .map(|m| (m.id(), std::sync::OnceLock::new()))
+            every_plan()
+                .map(|m| ((m.id(), m.country_code()), std::sync::OnceLock::new()))
                 .collect()
         });
         let compile = || {
@@ -294,7 +302,7 @@ impl SpecialTypes {
                 .collect(),
             }
         };
-        match PLANS.get(meta.id()) {
+        match PLANS.get(&(meta.id(), meta.country_code())) {
             Some(cell) => cell.get_or_init(compile).line_type(national),
             // Not from phonenumber's own database (cannot happen): compiled for this call.
             None => compile().line_type(national),
@@ -387,7 +395,9 @@ mod tests {
     fn special_line_type_agrees_with_the_full_line_type() {
         let mut checked = 0;
         let mut special = 0;
-        for meta in DATABASE.iter() {
+        let mut non_geographic = 0;
+        for meta in every_plan() {
+            non_geographic += usize::from(meta.id() == "001");
             let d = meta.descriptors();
             let examples = [
                 (d.mobile(), None),
@@ -425,6 +435,8 @@ mod tests {
             }
         }
         assert!(checked > 1000 && special > 300, "{checked} / {special}");
+        // The plans without a region (+800, +882, +979, ...) are told apart.
+        assert!(non_geographic > 5, "{non_geographic}");
     }
 
     #[test]
