@@ -436,12 +436,16 @@ async fn flash_call_that_never_rings_is_cancelled_as_no_answer() {
         run.kinds(),
         ["INVITE", "100", "CANCEL", "200", "487", "ACK"]
     );
-    let ring = run.first("CANCEL").at - run.first("INVITE").at;
+    // The lower bound is timed on our side: send() returns only after the CANCEL's
+    // transaction, so it cannot end before the dial timeout. SIPp's trace cannot give it:
+    // when SIPp reads its socket late under load, the first INVITE it logs is the T1
+    // retransmission 500 ms later (seen once in CI: "CANCEL 0.499 s after the INVITE").
     assert!(
-        (0.95..1.5).contains(&ring),
-        "CANCEL {ring} s after the INVITE"
+        took >= Duration::from_millis(950) && took < Duration::from_secs(3),
+        "{took:?}"
     );
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    let ring = run.first("CANCEL").at - run.first("INVITE").at;
+    assert!(ring < 1.5, "CANCEL {ring} s after the INVITE");
 }
 
 #[tokio::test]
