@@ -240,9 +240,9 @@ struct Pattern {
 impl Pattern {
     fn new(descriptor: &'static phonenumber::metadata::Descriptor) -> Self {
         Self {
-            // A pattern the regex crate cannot take anchored (none in the metadata today)
-            // falls back to the descriptor's own test.
-            // The metadata's patterns are laid out with whitespace, as phonenumber reads them.
+            // The metadata's patterns are laid out with whitespace, and phonenumber reads
+            // them that way too. A pattern the regex crate cannot take anchored (none in
+            // today's metadata) falls back to the descriptor's own test.
             regex: regex::RegexBuilder::new(&format!(
                 "^(?:{})",
                 descriptor.national_number().as_str()
