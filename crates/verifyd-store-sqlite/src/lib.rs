@@ -566,8 +566,9 @@ const RECENT_STARTS: &str = "SELECT created_at FROM verifications
 const PENDING_OF_IDENTITY: &str =
     "app = ?1 AND method = ?2 AND endpoint = ?3 AND status = 'PENDING'";
 
-/// When the number's verifications of the last [`RecentStarts::horizon`] were created,
-/// from the identity index alone (every method).
+/// When the number's verifications of the last [`RecentStarts::horizon`] were created
+/// (every method), found through the identity index; only the rows it finds are read
+/// from the table, for their status.
 fn recent_starts(
     conn: &Connection,
     recent: &RecentStarts,
