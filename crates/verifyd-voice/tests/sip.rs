@@ -57,6 +57,26 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// Whether a socket on loopback `port` is in the LISTEN state, read from /proc/net/tcp.
+/// Unlike a failed bind, this is false between a peer's bind() and its listen(), when a
+/// connection would be refused.
+fn tcp_listening(port: u16) -> bool {
+    // Each row: "sl local_address rem_address st ...", address as HEXIP:HEXPORT, st 0A = LISTEN.
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|row| {
+                let mut fields = row.split_whitespace().skip(1);
+                let local = fields.next().unwrap_or_default();
+                let state = fields.nth(1).unwrap_or_default();
+                local.ends_with(&wanted) && state == "0A"
+            })
+    })
+}
+
 fn trunk(port: u16) -> SipTrunkConfig {
     let mut config = SipTrunkConfig::new("sip:test", format!("127.0.0.1:{port}"), "verify.example");
     config.bind = "127.0.0.1:0".parse().unwrap();
@@ -276,11 +296,18 @@ impl Sipp {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run sipp: {e}; run: {INSTALL}"));
-        // Ready once it holds its port.
+        // Ready once it holds its port: over TCP once it listens (a bound socket that
+        // does not listen yet refuses connections), over UDP once it is bound.
+        let tcp = extra
+            .windows(2)
+            .any(|w| w[0] == "-t" && w[1].starts_with('t'));
         for _ in 0..250 {
-            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
-                || std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
-            {
+            let ready = if tcp {
+                tcp_listening(port)
+            } else {
+                std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+            };
+            if ready {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1072,7 +1099,7 @@ impl Kamailio {
         });
         for _ in 0..250 {
             let held = if tcp {
-                std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+                tcp_listening(port)
             } else {
                 std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
             };
