@@ -8,9 +8,11 @@
 //! # Layout
 //! - this module: the trait and message types.
 //! - [`inbox`]: the dev inbox, which captures every message instead of sending it.
+//! - [`pacer`]: the send-rate cap shared by the SMPP channel and the SIP channel.
 
 pub mod http_sms;
 pub mod inbox;
+pub mod pacer;
 pub mod smpp;
 pub mod whatsapp;
 

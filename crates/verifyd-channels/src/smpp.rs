@@ -65,10 +65,8 @@
 //! - `session`: the background task (connect, bind, events, reconnect).
 //! - `encoding`: GSM 7-bit / UCS-2 encoding and concatenation.
 //! - [`receipt`]: receipt parsing and message-id normalisation.
-//! - `pacer`: the throughput cap and throttling pause.
 
 mod encoding;
-mod pacer;
 pub mod receipt;
 mod session;
 
@@ -276,7 +274,7 @@ struct Inner {
     /// One permit per unanswered `submit_sm`.
     window: Semaphore,
     /// Throughput cap and throttling pause.
-    pacer: pacer::Pacer,
+    pacer: crate::pacer::Pacer,
     /// Concatenation reference of the next long message.
     next_reference: AtomicU8,
     /// `true` asks the session task to unbind and stop. The task also stops when this sender
@@ -584,7 +582,7 @@ impl SmppChannel {
                 throttle_backoff: config.throttle_backoff,
                 state: state_rx,
                 window: Semaphore::new(config.window),
-                pacer: pacer::Pacer::new(config.tps),
+                pacer: crate::pacer::Pacer::new(config.tps),
                 next_reference: AtomicU8::new(random_reference()),
                 shutdown: shutdown_tx,
                 task: std::sync::Mutex::new(Some(handle)),

@@ -63,11 +63,9 @@
 //! - `rtp`: the paced G.711 sender.
 //! - `prompt`: prompt clips and espeak-ng.
 //! - [`g711`], [`wav`]: codecs and WAV reading, public for tests that check what was heard.
-//! - `pacer`: the calls-per-second cap.
 
 mod digest;
 pub mod g711;
-mod pacer;
 mod prompt;
 mod rtp;
 mod sdp;
@@ -86,7 +84,7 @@ use verifyd_core::{CallInfo, CallResult};
 
 pub use prompt::PromptError;
 
-use pacer::Pacer;
+use verifyd_channels::pacer::Pacer;
 use prompt::{Layout, Prompts};
 use ua::{Outcome, Ua};
 

@@ -1,29 +1,30 @@
-//! Pacing of `submit_sm`: a throughput cap (`tps`) and a shared pause after the SMSC says it
-//! is overloaded.
+//! Pacing of sends to a provider: a rate cap (an SMSC's `submit_sm` per second, a SIP
+//! trunk's calls per second) and a shared pause after the provider says it is overloaded.
 //!
-//! The pacer hands out start times ("slots") spaced `1/tps` apart, so the cap is smooth rather
-//! than bursty; a caller sleeps until its slot with tokio time. Without a cap, slots are "now"
-//! unless a throttling pause is in force. The mutex is a std one: the critical section is a
-//! comparison and an addition and never crosses an `.await`.
+//! The pacer hands out start times ("slots") spaced `1/rate` apart, so the cap is smooth
+//! rather than bursty; a caller sleeps until its slot with tokio time. Without a cap, slots
+//! are "now" unless a throttling pause is in force. The mutex is a std one: the critical
+//! section is a comparison and an addition and never crosses an `.await`.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Hands out submit start times.
+/// Hands out send start times.
 #[derive(Debug)]
-pub(crate) struct Pacer {
-    /// Spacing between two submits; `None` means uncapped.
+pub struct Pacer {
+    /// Spacing between two sends; `None` means uncapped.
     interval: Option<Duration>,
-    /// The earliest start time of the next submit.
+    /// The earliest start time of the next send.
     next: Mutex<Instant>,
 }
 
 impl Pacer {
-    /// A pacer allowing at most `tps` submits per second (`None` or 0: no cap).
-    pub(crate) fn new(tps: Option<u32>) -> Self {
-        let interval = tps.filter(|&t| t > 0).map(|t| Duration::from_secs(1) / t);
+    /// A pacer allowing at most `rate` sends per second (`None` or 0: no cap).
+    #[must_use]
+    pub fn new(rate: Option<u32>) -> Self {
+        let interval = rate.filter(|&r| r > 0).map(|r| Duration::from_secs(1) / r);
         Self {
             interval,
             next: Mutex::new(Instant::now()),
@@ -31,7 +32,7 @@ impl Pacer {
     }
 
     /// Waits for this caller's slot.
-    pub(crate) async fn wait(&self) {
+    pub async fn wait(&self) {
         let now = Instant::now();
         let slot = {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
@@ -44,8 +45,8 @@ impl Pacer {
         }
     }
 
-    /// Holds every submit back until `pause` from now (the SMSC throttled us).
-    pub(crate) fn pause(&self, pause: Duration) {
+    /// Holds every send back until `pause` from now (the provider throttled us).
+    pub fn pause(&self, pause: Duration) {
         let until = Instant::now() + pause;
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         if *next < until {
@@ -67,6 +68,16 @@ mod tests {
         }
         // 5 submits at 10/s: the 5th starts 400 ms after the first.
         assert_eq!(Instant::now() - start, Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_cap_never_waits() {
+        let pacer = Pacer::new(None);
+        let start = Instant::now();
+        for _ in 0..10 {
+            pacer.wait().await;
+        }
+        assert_eq!(Instant::now(), start);
     }
 
     #[tokio::test(start_paused = true)]
