@@ -84,9 +84,9 @@ use verifyd_core::{CallInfo, CallResult};
 
 pub use prompt::PromptError;
 
-use verifyd_channels::pacer::Pacer;
 use prompt::{Layout, Prompts};
 use ua::{Outcome, Ua};
+use verifyd_channels::pacer::Pacer;
 
 /// The Debian package with the default prompts.
 pub const DEFAULT_PROMPTS_DIR: &str = "/usr/share/asterisk/sounds/en_US_f_Allison";

@@ -10,88 +10,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
-use common::{KEY, SECRET, Server, free_port, signed};
+use common::{KEY, NodeReceiver, SECRET, Server, free_port, signed};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-struct NodeReceiver {
-    child: Child,
-    base: String,
-}
-
-impl NodeReceiver {
-    fn start() -> Self {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/node");
-        assert!(
-            dir.join("node_modules/@sinch/verification").exists(),
-            "npm peers missing: run `npm ci --prefix e2e/node` (done by scripts/test.sh)"
-        );
-        let mut child = Command::new("node")
-            .arg("callback-receiver.mjs")
-            .current_dir(&dir)
-            .env("RECEIVER_PORT", "0")
-            .env("RECEIVER_KEY", KEY)
-            .env("RECEIVER_SECRET", SECRET)
-            .env("RECEIVER_EXIT_ON_STDIN_EOF", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .expect("listening line")
-            .to_string();
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn callback_url(&self) -> String {
-        format!("{}/webhooks/verification", self.base)
-    }
-
-    async fn control(&self, http: &reqwest::Client, path: &str, body: Value) {
-        let r = http
-            .post(format!("{}/__control/{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    }
-
-    async fn events(&self, http: &reqwest::Client, min: usize) -> Vec<Value> {
-        let r: Value = http
-            .get(format!(
-                "{}/__control/events?min={min}&timeoutMs=20000",
-                self.base
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["events"].as_array().unwrap().clone()
-    }
-}
-
-impl Drop for NodeReceiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(dir: &std::path::Path, port: u16, callback_url: &str) -> PathBuf {
     let path = dir.join("verifyd.toml");

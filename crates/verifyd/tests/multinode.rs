@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{KEY, SECRET, Server, free_port, signed};
+use common::{KEY, NodeReceiver, SECRET, Server, free_port, signed};
 use rand::Rng;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -44,63 +44,6 @@ async fn fresh_database() -> String {
         .unwrap();
     let base = admin.rsplit_once('/').unwrap().0;
     format!("{base}/{name}")
-}
-
-struct Receiver {
-    child: Child,
-    base: String,
-}
-
-impl Receiver {
-    fn start() -> Self {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/node");
-        assert!(
-            dir.join("node_modules/@sinch/verification").exists(),
-            "run scripts/test.sh"
-        );
-        let mut child = Command::new("node")
-            .arg("callback-receiver.mjs")
-            .current_dir(&dir)
-            .env("RECEIVER_PORT", "0")
-            .env("RECEIVER_KEY", KEY)
-            .env("RECEIVER_SECRET", SECRET)
-            .env("RECEIVER_EXIT_ON_STDIN_EOF", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().strip_prefix("listening ").unwrap().to_string();
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn events(&self, http: &reqwest::Client, min: usize) -> Vec<Value> {
-        let r: Value = http
-            .get(format!(
-                "{}/__control/events?min={min}&timeoutMs=30000",
-                self.base
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["events"].as_array().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The node-smpp SMSC (`e2e/smsc/smsc.js`) every node binds to; its JSON-lines log is read
@@ -308,7 +251,7 @@ async fn pg(db: &str) -> tokio_postgres::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_one_database_and_survive_losing_one() {
     let db = fresh_database().await;
-    let receiver = Receiver::start();
+    let receiver = NodeReceiver::start();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
@@ -318,11 +261,9 @@ async fn three_nodes_share_one_database_and_survive_losing_one() {
     let answers: Vec<Value> = (0..3000)
         .map(|_| json!({"body": {"action": "allow", "sms": {"code": CODE}}}))
         .collect();
-    http.post(format!("{}/__control/script", receiver.base))
-        .json(&json!({"request": answers}))
-        .send()
-        .await
-        .unwrap();
+    receiver
+        .control(&http, "script", json!({"request": answers}))
+        .await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut smsc = Smsc::start(dir.path());

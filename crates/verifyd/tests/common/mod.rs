@@ -9,7 +9,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -170,4 +170,87 @@ pub async fn signed(
 /// Now, as an x-timestamp value.
 pub fn now_rfc3339() -> String {
     OffsetDateTime::now_utc().format(&Rfc3339).unwrap()
+}
+
+/// The callback receiver (`e2e/node/callback-receiver.mjs`): it checks every callback's
+/// signature with the official Sinch validator, answers request events as scripted through
+/// `/__control`, and records the events.
+pub struct NodeReceiver {
+    child: Child,
+    /// Its base URL.
+    pub base: String,
+}
+
+impl NodeReceiver {
+    /// Starts it on a free port.
+    pub fn start() -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/node");
+        assert!(
+            dir.join("node_modules/@sinch/verification").exists(),
+            "npm peers missing: run `npm ci --prefix e2e/node` (done by scripts/test.sh)"
+        );
+        let mut child = Command::new("node")
+            .arg("callback-receiver.mjs")
+            .current_dir(&dir)
+            .env("RECEIVER_PORT", "0")
+            .env("RECEIVER_KEY", KEY)
+            .env("RECEIVER_SECRET", SECRET)
+            .env("RECEIVER_EXIT_ON_STDIN_EOF", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .expect("listening line")
+            .to_string();
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The URL to configure as an application's callback URL.
+    pub fn callback_url(&self) -> String {
+        format!("{}/webhooks/verification", self.base)
+    }
+
+    /// Posts `body` to `/__control/{path}` (`script`: answers for request events).
+    pub async fn control(&self, http: &::reqwest::Client, path: &str, body: serde_json::Value) {
+        let r = http
+            .post(format!("{}/__control/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    /// The events received so far, once there are at least `min` (or after 30 s).
+    pub async fn events(&self, http: &::reqwest::Client, min: usize) -> Vec<serde_json::Value> {
+        let r: serde_json::Value = http
+            .get(format!(
+                "{}/__control/events?min={min}&timeoutMs=30000",
+                self.base
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["events"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for NodeReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
