@@ -15,21 +15,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::Method;
 use common::{Mock, Reply};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use verifyd_channels::whatsapp::{
     WhatsappChannel, WhatsappConfig, parse_statuses, template_language, verify_signature,
     verify_subscription,
 };
 use verifyd_channels::{Channel, OutboundMessage, Payload, ReceiptStatus, SendError};
 use verifyd_core::{Method as VerifyMethod, PhoneNumber};
+use verifyd_testkit::{Prism, shared_spec};
 
 const TOKEN: &str = "EAAtestToken123";
 const PHONE_NUMBER_ID: &str = "106540352242922";
@@ -75,25 +74,12 @@ async fn send_against(reply: Reply) -> Result<verifyd_channels::Delivery, SendEr
 
 // ---- Prism --------------------------------------------------------------------------------
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
 /// Meta's spec: `$VERIFYD_WHATSAPP_SPEC`, else `shared/specs/…` beside the repository.
 fn spec_path() -> PathBuf {
-    let path = std::env::var_os("VERIFYD_WHATSAPP_SPEC").map_or_else(
-        || repo_root().join("../shared/specs/whatsapp-business-messaging-api_v23.0.yaml"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "Meta's OpenAPI spec not found at {}; set VERIFYD_WHATSAPP_SPEC",
-        path.display()
-    );
-    path
+    shared_spec(
+        "VERIFYD_WHATSAPP_SPEC",
+        "whatsapp-business-messaging-api_v23.0.yaml",
+    )
 }
 
 /// The button `index` pattern in Meta's spec. As a regex it is a one-character class
@@ -130,64 +116,6 @@ fn spec_with_fixed_index_pattern() -> TempSpec {
     TempSpec(path)
 }
 
-/// A running `prism mock`; killed on drop.
-struct Prism {
-    base_url: String,
-    _child: tokio::process::Child,
-}
-
-impl Prism {
-    /// `prism mock -h 127.0.0.1 -p PORT spec`, from `e2e/prism/node_modules`.
-    async fn start(spec: &Path) -> Self {
-        let bin = repo_root().join("e2e/prism/node_modules/.bin/prism");
-        assert!(
-            bin.exists(),
-            "Prism is not installed: run `npm ci --prefix e2e/prism` (scripts/test.sh should)"
-        );
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut child = tokio::process::Command::new(bin)
-            .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .arg(spec)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(90), async {
-            while let Some(line) = stdout.next_line().await.unwrap() {
-                if line.contains("Prism is listening") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        if ready != Ok(true) {
-            let mut err = String::new();
-            while let Ok(Ok(Some(line))) =
-                tokio::time::timeout(Duration::from_millis(200), stderr.next_line()).await
-            {
-                err.push_str(&line);
-                err.push('\n');
-            }
-            panic!("Prism did not start on {}: {err}", spec.display());
-        }
-        // Keep draining its log so Prism never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
-        tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
-        Self {
-            base_url: format!("http://127.0.0.1:{port}"),
-            _child: child,
-        }
-    }
-}
-
 /// The channel pointed at Prism. Prism compiles the operation's schemas on the first
 /// request, which takes seconds on a loaded machine: a generous timeout.
 fn prism_config(prism: &Prism) -> WhatsappConfig {
@@ -211,7 +139,7 @@ async fn captured_body(code: &str, locale: &str) -> Value {
 #[tokio::test]
 async fn prism_accepts_the_template_send_once_the_spec_index_pattern_is_fixed() {
     let spec = spec_with_fixed_index_pattern();
-    let prism = Prism::start(&spec.0).await;
+    let prism = Prism::mock(&spec.0).await;
     let channel = WhatsappChannel::new(prism_config(&prism)).unwrap();
 
     let delivery = channel
@@ -244,7 +172,7 @@ async fn prism_accepts_the_template_send_once_the_spec_index_pattern_is_fixed() 
 
 #[tokio::test]
 async fn prism_on_the_unmodified_spec_rejects_only_the_button_index() {
-    let prism = Prism::start(&spec_path()).await;
+    let prism = Prism::mock(&spec_path()).await;
     let channel = WhatsappChannel::new(prism_config(&prism)).unwrap();
 
     // Prism answers 422, which is a 4xx like any other: permanent.

@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 use tokio::process::Command;
 use verifyd_channels::{Channel, OutboundMessage, Payload};
 use verifyd_core::{Method, PhoneNumber};
+use verifyd_testkit::free_udp_port;
 use verifyd_voice::{SipChannel, SipTrunkConfig};
 
 /// How long SIPp holds each call before ringing (flash) or answering (callout).
@@ -46,14 +47,6 @@ const PROMPTS: &str = "/usr/share/asterisk/sounds/en_US_f_Allison";
 
 fn e2e() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sip")
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn epoch() -> f64 {
@@ -173,12 +166,12 @@ struct Sipp {
 impl Sipp {
     async fn start(scenario: &str, calls: usize, extra: &[String]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = free_udp_port();
         let child = Command::new("sipp")
             .arg("-sf")
             .arg(e2e().join(scenario))
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &free_port().to_string()])
+            .args(["-mp", &free_udp_port().to_string()])
             .args(["-m", &calls.to_string(), "-l", "100000"])
             .args(["-d", &HOLD_MS.to_string()])
             .args(["-timeout", "30s", "-nostdin", "-max_recv_loops", "10000"])

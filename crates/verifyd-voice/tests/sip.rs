@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use verifyd_channels::{Channel, Delivery, OutboundMessage, Payload, SendError};
 use verifyd_core::{CallResult, Method, PhoneNumber};
+use verifyd_testkit::{free_tcp_port, free_udp_port};
 use verifyd_voice::g711::Law;
 use verifyd_voice::{SipChannel, SipTrunkConfig, wav};
 
@@ -39,22 +40,6 @@ fn need(binary: &str) {
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
         .unwrap_or(false);
     assert!(found, "`{binary}` is not installed; run: {INSTALL}");
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Whether a socket on loopback `port` is in the LISTEN state, read from /proc/net/tcp.

@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use verifyd_testkit::{Prism, free_tcp_port, repo_root, shared_spec};
+
 use crate::helpers::{TestApp, assert_error};
 
 const CLIENT_ID: &str = "verifyd-test";
@@ -38,34 +40,9 @@ fn device(last_octet: u8) -> reqwest::Client {
         .unwrap()
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
 /// The CAMARA spec: `$VERIFYD_CAMARA_SPEC`, else `shared/specs/…` beside the repository.
 fn spec_path() -> PathBuf {
-    let path = std::env::var_os("VERIFYD_CAMARA_SPEC").map_or_else(
-        || repo_root().join("../shared/specs/camara-number-verification.yaml"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "the CAMARA Number Verification spec is not at {}; set VERIFYD_CAMARA_SPEC",
-        path.display()
-    );
-    path
-}
-
-/// A free port on 127.0.0.1 (for peers whose address verifyd's config needs up front).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    shared_spec("VERIFYD_CAMARA_SPEC", "camara-number-verification.yaml")
 }
 
 /// A fresh private key in PEM: `ec` (P-256, PKCS#8) or `rsa` (2048 bits).
@@ -196,58 +173,6 @@ impl Operator {
     }
 }
 
-/// `prism proxy SPEC UPSTREAM --errors` on `port`: validates every request against the
-/// CAMARA contract before forwarding it, and every answer after.
-struct PrismProxy {
-    _child: Child,
-}
-
-impl PrismProxy {
-    async fn start(port: u16, upstream: &str) -> Self {
-        let bin = repo_root().join("e2e/prism/node_modules/.bin/prism");
-        assert!(
-            bin.exists(),
-            "Prism is not installed: run `npm ci --prefix e2e/prism` (scripts/test.sh does)"
-        );
-        let mut child = Command::new(bin)
-            .arg("proxy")
-            .arg(spec_path())
-            .arg(upstream)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--errors"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(90), async {
-            while let Ok(Some(line)) = stdout.next_line().await {
-                if line.contains("Prism is listening") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        if ready != Ok(true) {
-            let mut err = String::new();
-            while let Ok(Ok(Some(line))) =
-                tokio::time::timeout(Duration::from_millis(200), stderr.next_line()).await
-            {
-                err.push_str(&line);
-                err.push('\n');
-            }
-            panic!("Prism did not start: {err}");
-        }
-        // Keep draining its log so Prism never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
-        tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
-        Self { _child: child }
-    }
-}
-
 fn target_uri(v: &Value) -> String {
     v["seamless"]["targetUri"].as_str().unwrap().to_string()
 }
@@ -256,7 +181,7 @@ fn target_uri(v: &Value) -> String {
 async fn the_operator_verifies_the_device_number_through_the_oidc_flow() {
     let keys = tempfile::tempdir().unwrap();
     let key = generate_key(keys.path(), "client-es256.pem", "ec");
-    let (op_port, api_port, prism_port) = (free_port(), free_port(), free_port());
+    let (op_port, api_port, prism_port) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let app = spawn_verifyd(&provider_toml(
         op_port,
         &format!("http://127.0.0.1:{prism_port}"),
@@ -266,7 +191,7 @@ async fn the_operator_verifies_the_device_number_through_the_oidc_flow() {
     .await;
     let callback = format!("{}/verification/v1/seamless/callback", app.url);
     let operator = Operator::start(op_port, api_port, &key, std::slice::from_ref(&callback)).await;
-    let _prism = PrismProxy::start(prism_port, &operator.api).await;
+    let _prism = Prism::proxy(&spec_path(), &operator.api, prism_port).await;
     let phone = device(2);
 
     // The device opens targetUri: verifyd sends it to the operator's authorization endpoint.
@@ -425,7 +350,7 @@ async fn the_operator_refuses_a_client_assertion_signed_with_another_key() {
     // other with a P-256 key the operator has never seen.
     let registered = generate_key(keys.path(), "registered-rs256.pem", "rsa");
     let unknown = generate_key(keys.path(), "unknown-es256.pem", "ec");
-    let (op_port, api_port) = (free_port(), free_port());
+    let (op_port, api_port) = (free_tcp_port(), free_tcp_port());
     let api_url = format!("http://127.0.0.1:{api_port}");
     let good = spawn_verifyd(&provider_toml(op_port, &api_url, &registered, 30)).await;
     let bad = spawn_verifyd(&provider_toml(op_port, &api_url, &unknown, 30)).await;
@@ -466,7 +391,7 @@ async fn an_unreachable_operator_leaves_the_verification_pending() {
     let keys = tempfile::tempdir().unwrap();
     let key = generate_key(keys.path(), "client.pem", "ec");
     // Nothing listens on these ports.
-    let closed = free_port();
+    let closed = free_tcp_port();
     let app = spawn_verifyd(&provider_toml(
         closed,
         &format!("http://127.0.0.1:{closed}"),

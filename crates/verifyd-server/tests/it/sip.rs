@@ -8,20 +8,14 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
+use verifyd_testkit::free_udp_port;
+
 use crate::helpers::TestApp;
 
 struct Sipp {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Sipp {

@@ -8,7 +8,6 @@
 )]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,17 +16,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use verifyd_api::signing::{SignedRequest, decode_secret};
 
+pub use verifyd_testkit::free_tcp_port as free_port;
+
 pub const KEY: &str = "appKey";
 pub const SECRET: &str = "YXBwU2VjcmV0";
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Writes a config for `port` and `db` with the SDK e2e application.
 pub fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
