@@ -603,14 +603,13 @@ pub enum StartRefused {
 }
 
 impl StartGuard {
-    /// Splits off the gate and the counters, to run (and count) on their own before the
+    /// Splits off the counters, to run (and count) on their own before the
     /// request event; what stays is re-checked with the insert, which is what records a
     /// start for the number's limits.
     pub fn take_counted(&mut self) -> StartGuard {
         StartGuard {
             guard: Guard {
                 recent: self.guard.recent.clone(),
-                gate: self.guard.gate.take(),
                 counters: std::mem::take(&mut self.guard.counters),
             },
             limits: std::mem::take(&mut self.limits),

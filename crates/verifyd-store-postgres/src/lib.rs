@@ -235,11 +235,6 @@ impl PgStore {
         {
             return Ok(GuardOutcome::Refused(refusal));
         }
-        if let Some(gate) = &guard.gate
-            && let Some(wait) = gate_tx(&tx, &gate.key, gate.interval, now).await?
-        {
-            return Ok(GuardOutcome::Refused(Refusal::Gate { wait }));
-        }
         let mut sums = Vec::with_capacity(guard.counters.len());
         for (index, c) in guard.counters.iter().enumerate() {
             let sum = bump_tx(&tx, &c.op, now).await?;
@@ -436,38 +431,6 @@ async fn counter_sum<C: GenericClient>(
     )
     .await?
     .try_get(0)
-}
-
-/// Passes the gate `key` (returns `None`) or says how long until it opens.
-async fn gate_tx<C: GenericClient>(
-    c: &C,
-    key: &str,
-    interval: time::Duration,
-    now: OffsetDateTime,
-) -> Result<Option<time::Duration>, tokio_postgres::Error> {
-    // ON CONFLICT DO UPDATE checks its WHERE against the latest committed row (after
-    // waiting for a racing upsert), so exactly one caller per interval passes.
-    let changed = exec(
-        c,
-        "INSERT INTO gates (key, last_at) VALUES ($1, $2)
-         ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at
-         WHERE gates.last_at <= $3",
-        &[&key, &now, &(now - interval)],
-    )
-    .await?;
-    if changed == 1 {
-        return Ok(None);
-    }
-    let Some(last) = query_opt(c, "SELECT last_at FROM gates WHERE key = $1", &[&key]).await?
-    else {
-        // Purged in between: it is open, try again.
-        return Ok(Some(time::Duration::ZERO));
-    };
-    let last: OffsetDateTime = last.try_get(0)?;
-    let opens = micros(last).saturating_add(duration_micros(interval));
-    Ok(Some(time::Duration::microseconds(
-        opens.saturating_sub(micros(now)),
-    )))
 }
 
 /// Why one run of a transaction failed.
@@ -1304,6 +1267,7 @@ impl Store for PgStore {
             let cutoff = now - retention;
             exec(&tx, "DELETE FROM counters WHERE expires_at <= $1", &[&now_us]).await?;
             exec(&tx, "DELETE FROM blocks WHERE until_at <= $1", &[&now]).await?;
+            // Nothing writes gates any more; this empties what older versions left.
             exec(&tx, "DELETE FROM gates WHERE last_at <= $1", &[&(now - day)]).await?;
             exec(
                 &tx,

@@ -584,48 +584,6 @@ fn recent_starts(
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(other)
 }
 
-/// The `bucket` of a gate's row in `counters` (migration 5): gates share the counters
-/// table, so a gate whose key starts like its counters' keys shares their pages.
-const GATE_BUCKET: i64 = 0;
-
-/// How long until the gate `key` opens, if it is closed (changes nothing).
-fn gate_closed(
-    conn: &Connection,
-    key: &str,
-    interval: time::Duration,
-    now: OffsetDateTime,
-) -> StoreResult<Option<time::Duration>> {
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT value FROM counters WHERE key = ?1 AND bucket = ?2")
-        .and_then(|mut s| s.query_row(params![key, GATE_BUCKET], |r| r.get(0)))
-        .optional()
-        .map_err(other)?;
-    Ok(last
-        .filter(|&last| last > micros(now - interval))
-        .map(|last| {
-            time::Duration::microseconds(last + interval.whole_microseconds() as i64 - micros(now))
-        }))
-}
-
-/// Records a pass of the gate `key` at `now` (the caller checked it was open).
-fn pass_gate_tx(
-    conn: &Connection,
-    key: &str,
-    interval: time::Duration,
-    now: OffsetDateTime,
-) -> StoreResult<()> {
-    let at = micros(now);
-    conn.prepare_cached(
-        "INSERT INTO counters (key, bucket, value, expires_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (key, bucket) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-    )
-    .and_then(|mut s| {
-        s.execute(params![key, GATE_BUCKET, at, at + interval.whole_microseconds() as i64])
-    })
-    .map_err(other)?;
-    Ok(())
-}
-
 /// A [`GuardedWrite`] the writer thread can own.
 enum OwnedWrite {
     Nothing,
@@ -1189,11 +1147,6 @@ impl Store for SqliteStore {
             {
                 return Ok((GuardOutcome::Refused(refusal), false));
             }
-            if let Some(gate) = &guard.gate
-                && let Some(wait) = gate_closed(conn, &gate.key, gate.interval, now)?
-            {
-                return Ok((GuardOutcome::Refused(Refusal::Gate { wait }), false));
-            }
             let mut sums = Vec::with_capacity(guard.counters.len());
             for (index, c) in guard.counters.iter().enumerate() {
                 // Earlier bumps of the same counter in this guard count too.
@@ -1225,13 +1178,10 @@ impl Store for SqliteStore {
                     (Vec::new(), None)
                 }
             };
-            if let Some(gate) = &guard.gate {
-                pass_gate_tx(conn, &gate.key, gate.interval, now)?;
-            }
             for c in &guard.counters {
                 add_tx(conn, &c.op, now)?;
             }
-            sweep.wrote(guard.counters.len() + usize::from(guard.gate.is_some()));
+            sweep.wrote(guard.counters.len());
             Ok((
                 GuardOutcome::Passed {
                     sums,
@@ -1381,7 +1331,6 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use verifyd_store::GateOp;
 
     /// A write that fails after changing rows takes its whole batch down with it: no caller
     /// in the batch is told it succeeded, nothing of the batch is committed, and the next
@@ -1490,52 +1439,6 @@ mod tests {
             pending
                 .contains("USING INDEX verifications_identity (endpoint=? AND app=? AND method=?)"),
             "{pending}"
-        );
-    }
-
-    /// A gate passed before migration 5 still holds after it.
-    #[tokio::test]
-    async fn a_gate_survives_the_move_into_counters() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let now = time::macros::datetime!(2026-11-26 12:00 UTC);
-        {
-            let conn = Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..4] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.execute_batch("PRAGMA user_version = 4").unwrap();
-            conn.execute(
-                "INSERT INTO gates (key, last_at) VALUES ('gate:app:+46701234567', ?1)",
-                [micros(now - time::Duration::seconds(10))],
-            )
-            .unwrap();
-        }
-        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-        let guard = Guard {
-            recent: None,
-            gate: Some(GateOp {
-                key: "gate:app:+46701234567".into(),
-                interval: time::Duration::seconds(30),
-            }),
-            counters: Vec::new(),
-        };
-        let outcome = store
-            .guarded_write(&guard, GuardedWrite::Nothing, now)
-            .await
-            .unwrap();
-        let GuardOutcome::Refused(Refusal::Gate { wait }) = outcome else {
-            panic!("the migrated gate let a start through: {outcome:?}");
-        };
-        assert_eq!(wait, time::Duration::seconds(20));
-        let later = now + time::Duration::seconds(21);
-        let outcome = store
-            .guarded_write(&guard, GuardedWrite::Nothing, later)
-            .await
-            .unwrap();
-        assert!(
-            matches!(outcome, GuardOutcome::Passed { .. }),
-            "{outcome:?}"
         );
     }
 

@@ -21,22 +21,16 @@ use verifyd_core::{
 };
 
 use crate::{
-    Application, Block, CounterOp, DeliveryAttempt, EventKind, EventState, GateOp, Guard,
-    GuardOutcome, GuardedWrite, LimitedCounter, MinAuth, NewJob, OutboxEvent, RecentStarts,
-    Refusal, Store, StoreError, StoreResult,
+    Application, Block, CounterOp, DeliveryAttempt, EventKind, EventState, Guard, GuardOutcome,
+    GuardedWrite, LimitedCounter, MinAuth, NewJob, OutboxEvent, RecentStarts, Refusal, Store,
+    StoreError, StoreResult,
 };
 
-/// Plain counter bumps, gates, inserts with a job and updates, as the stories use them: each is one
+/// Plain counter bumps, inserts with a job and updates, as the stories use them: each is one
 /// [`Store::guarded_write`].
 #[async_trait::async_trait]
 trait GuardedWrites {
     async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>>;
-    async fn pass_gate(
-        &self,
-        key: &str,
-        interval: Duration,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<Duration>>;
     async fn insert_verification_with_job(
         &self,
         v: &Verification,
@@ -55,7 +49,6 @@ impl<S: Store + ?Sized> GuardedWrites for S {
     async fn bump_counters(&self, ops: &[CounterOp], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
         let guard = Guard {
             recent: None,
-            gate: None,
             counters: ops
                 .iter()
                 .map(|op| LimitedCounter {
@@ -70,30 +63,6 @@ impl<S: Store + ?Sized> GuardedWrites for S {
         {
             GuardOutcome::Passed { sums, .. } => Ok(sums),
             GuardOutcome::Refused(r) => panic!("an unlimited guard refused: {r:?}"),
-        }
-    }
-
-    async fn pass_gate(
-        &self,
-        key: &str,
-        interval: Duration,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<Duration>> {
-        let guard = Guard {
-            recent: None,
-            gate: Some(GateOp {
-                key: key.into(),
-                interval,
-            }),
-            counters: Vec::new(),
-        };
-        match self
-            .guarded_write(&guard, GuardedWrite::Nothing, now)
-            .await?
-        {
-            GuardOutcome::Passed { .. } => Ok(None),
-            GuardOutcome::Refused(Refusal::Gate { wait }) => Ok(Some(wait)),
-            GuardOutcome::Refused(r) => panic!("a gate-only guard refused: {r:?}"),
         }
     }
 
@@ -172,7 +141,6 @@ macro_rules! conformance_tests {
             events_retry_die_and_can_be_redelivered,
             counters_sum_over_a_sliding_window,
             concurrent_counter_bumps_are_atomic,
-            a_gate_lets_exactly_one_pass_per_interval,
             a_token_bucket_allows_a_burst_then_the_rate,
             blocks_expire_and_can_be_lifted,
             purge_keeps_what_is_inside_the_retention,
@@ -953,34 +921,6 @@ pub async fn concurrent_counter_bumps_are_atomic(store: Arc<dyn Store>) {
     );
 }
 
-/// One pass per interval, even when callers race.
-pub async fn a_gate_lets_exactly_one_pass_per_interval(store: Arc<dyn Store>) {
-    let second = Duration::seconds(1);
-    let handles: Vec<_> = (0..10)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move { store.pass_gate("g", second, T0).await.unwrap() })
-        })
-        .collect();
-    let mut passed = 0;
-    for h in handles {
-        if h.await.unwrap().is_none() {
-            passed += 1;
-        }
-    }
-    assert_eq!(passed, 1);
-    let wait = store
-        .pass_gate("g", second, T0 + Duration::milliseconds(400))
-        .await
-        .unwrap();
-    assert_eq!(wait, Some(Duration::milliseconds(600)));
-    assert_eq!(
-        store.pass_gate("g", second, T0 + second).await.unwrap(),
-        None
-    );
-    assert_eq!(store.pass_gate("other", second, T0).await.unwrap(), None);
-}
-
 /// Burst of 3 at 2 per second: three pass at once, the fourth waits half a second.
 pub async fn a_token_bucket_allows_a_burst_then_the_rate(store: Arc<dyn Store>) {
     for _ in 0..3 {
@@ -1314,10 +1254,11 @@ fn limited(key: &str, amount: i64, max: Option<i64>) -> LimitedCounter {
 
 fn start_guard(number: &str) -> Guard {
     Guard {
-        recent: None,
-        gate: Some(GateOp {
-            key: format!("gate:{number}"),
-            interval: Duration::seconds(1),
+        recent: Some(RecentStarts {
+            app: "app".into(),
+            endpoint: number.into(),
+            min_interval: Duration::seconds(1),
+            limits: Vec::new(),
         }),
         counters: vec![
             limited(&format!("wrong:{number}"), 0, Some(2)),
@@ -1344,9 +1285,9 @@ async fn guarded_insert(store: &Arc<dyn Store>, guard: &Guard, v: &Verification)
         .unwrap()
 }
 
-/// A guarded start passes the gate, counts, inserts, supersedes and queues its job in one
-/// go; a refused one (gate closed, a limit reached) leaves no trace: no verification, no job,
-/// no count, the gate untouched.
+/// A guarded start checks the number's last start, counts, inserts, supersedes and queues
+/// its job in one go; a refused one (too soon after the last, a limit reached) leaves no
+/// trace: no verification, no job, no count.
 pub async fn a_guarded_start_passes_or_changes_nothing(store: Arc<dyn Store>) {
     let number = "+46700000061";
     let guard = start_guard(number);
@@ -1367,7 +1308,7 @@ pub async fn a_guarded_start_passes_or_changes_nothing(store: Arc<dyn Store>) {
         Some(first.clone())
     );
 
-    // 400 ms later the gate is closed: nothing happens.
+    // 400 ms later is too soon: nothing happens.
     let mut early = sms("app", number, 62);
     early.created_at = T0 + Duration::milliseconds(400);
     assert_eq!(
@@ -1397,8 +1338,9 @@ pub async fn a_guarded_start_passes_or_changes_nothing(store: Arc<dyn Store>) {
     assert_eq!(superseded[0].id, first.id);
     assert_eq!(superseded[0].status, Status::Aborted);
 
-    // The third start exceeds starts <= 2: refused, and the gate it passed is rolled back
-    // with it (a later start in the same second is refused by the limit, not the gate).
+    // The third start exceeds starts <= 2: refused, and it does not count as the number's
+    // last start (a later start in the same second is refused by the limit, not as too
+    // soon).
     let mut third = sms("app", number, 64);
     third.created_at = T0 + Duration::seconds(2);
     assert_eq!(
@@ -1429,7 +1371,6 @@ pub async fn a_guarded_start_passes_or_changes_nothing(store: Arc<dyn Store>) {
     // A read-only check that is already over its limit refuses too.
     let exhausted = Guard {
         recent: None,
-        gate: None,
         counters: vec![limited("spent", 3, None), limited("spent", 0, Some(2))],
     };
     assert_eq!(
@@ -1458,7 +1399,6 @@ pub async fn concurrent_guarded_starts_stop_exactly_at_the_limit(store: Arc<dyn 
                 let v = sms("app", &format!("+467000001{i:02}"), 100 + i);
                 let guard = Guard {
                     recent: None,
-                    gate: None,
                     counters: vec![limited("app-starts", 1, Some(5))],
                 };
                 let passed = matches!(
@@ -1501,7 +1441,6 @@ fn recent(number: &str, min_interval: Duration, limits: Vec<(Duration, i64)>) ->
             min_interval,
             limits,
         }),
-        gate: None,
         counters: Vec::new(),
     }
 }
@@ -1607,7 +1546,6 @@ pub async fn a_guarded_update_checks_the_budget_and_the_version(store: Arc<dyn S
     store.insert_verification(&v, &[]).await.unwrap();
     let budget = |max| Guard {
         recent: None,
-        gate: None,
         counters: vec![limited("wrong:+46700000071", 1, Some(max))],
     };
     let mut changed = v.clone();

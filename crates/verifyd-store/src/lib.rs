@@ -206,24 +206,13 @@ pub struct LimitedCounter {
     pub max: Option<i64>,
 }
 
-/// A gate inside a guard: passes at most once per `interval` for `key`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GateOp {
-    /// The gate (`gate:app:+4670…`).
-    pub key: String,
-    /// How far apart passes must be.
-    pub interval: time::Duration,
-}
-
 /// Checks and counts that a write depends on, run in the write's own transaction: first
-/// the gate, then each counter in order. The first that refuses rolls everything back (the
-/// gate is not passed, nothing is counted, nothing is written).
+/// the number's recent starts, then each counter in order. The first that refuses rolls
+/// everything back (nothing is counted, nothing is written).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Guard {
     /// Limits on a number's recent starts, checked first.
     pub recent: Option<RecentStarts>,
-    /// An optional gate, checked next.
-    pub gate: Option<GateOp>,
     /// Counters, bumped and checked in order.
     pub counters: Vec<LimitedCounter>,
 }
@@ -315,9 +304,10 @@ pub enum GuardedWrite<'a> {
 /// Why a guard refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The gate is closed for this long.
+    /// The number's previous start is too recent ([`RecentStarts::min_interval`]) for this
+    /// long.
     Gate {
-        /// Until it opens.
+        /// Until it is not.
         wait: time::Duration,
     },
     /// `counters[index]` would exceed its `max`: its sum would have been `sum`.
