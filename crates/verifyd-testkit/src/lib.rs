@@ -1,6 +1,6 @@
 //! Test peers shared by verifyd's test suites (a dev-dependency only): where the repository
-//! and the shared specs are, free loopback ports, and Prism (the contract mock and
-//! validating proxy, from `e2e/prism`).
+//! and the shared specs are, free loopback ports, Prism (the contract mock and validating
+//! proxy, from `e2e/prism`) and SIPp (the SIP far end, Debian's `sip-tester`).
 
 #![allow(
     clippy::unwrap_used,
@@ -131,6 +131,120 @@ impl Prism {
         Self {
             base_url: format!("http://127.0.0.1:{port}"),
             _child: child,
+        }
+    }
+}
+
+/// Whether a socket on loopback `port` is in the LISTEN state, read from /proc/net/tcp.
+/// Unlike a failed bind, this is false between a peer's bind() and its listen(), when a
+/// connection would still be refused.
+pub fn tcp_listening(port: u16) -> bool {
+    // Each row: "sl local_address rem_address st ...", address as HEXIP:HEXPORT, st 0A = LISTEN.
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|row| {
+                let mut fields = row.split_whitespace().skip(1);
+                let local = fields.next().unwrap_or_default();
+                let state = fields.nth(1).unwrap_or_default();
+                local.ends_with(&wanted) && state == "0A"
+            })
+    })
+}
+
+/// SIPp as the far end of a SIP test: it runs a scenario (one call unless `-m` says
+/// otherwise) and exits, leaving its log, message and error traces in its own directory.
+/// Killed on drop.
+pub struct Sipp {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// Where it listens on 127.0.0.1.
+    pub port: u16,
+}
+
+/// What a finished SIPp run left.
+pub struct SippTraces {
+    /// Whether every call of the scenario succeeded (SIPp's exit status).
+    pub success: bool,
+    /// `-trace_logs`: the scenario's `<log>` lines.
+    pub log: String,
+    /// `-trace_msg`: every message sent and received, with times (local time; SIPp runs
+    /// with `TZ=UTC`).
+    pub messages: String,
+    /// `-trace_err`: what went wrong.
+    pub errors: String,
+}
+
+impl Sipp {
+    /// Runs `sipp -sf SCENARIO` on 127.0.0.1:`port` from `dir` (which the scenario may live
+    /// in), with `extra` arguments last (`-m 2` overrides the one call; `-t t1` is TCP).
+    /// Returns once SIPp holds its port: bound over UDP, listening over TCP.
+    ///
+    /// # Panics
+    /// When `sipp` cannot be run.
+    pub async fn start(scenario: &Path, port: u16, extra: &[&str], dir: tempfile::TempDir) -> Self {
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(scenario)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mp", &free_udp_port().to_string()])
+            .args(["-m", "1", "-timeout", "20s", "-nostdin"])
+            .arg("-trace_logs")
+            .arg("-log_file")
+            .arg(dir.path().join("logs.log"))
+            .arg("-trace_msg")
+            .arg("-message_file")
+            .arg(dir.path().join("messages.log"))
+            .arg("-trace_err")
+            .arg("-error_file")
+            .arg(dir.path().join("errors.log"))
+            .args(extra)
+            .current_dir(dir.path())
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run sipp ({e}): install Debian's sip-tester (scripts/test.sh does)")
+            });
+        let tcp = extra
+            .windows(2)
+            .any(|w| w[0] == "-t" && w[1].starts_with('t'));
+        for _ in 0..250 {
+            let ready = if tcp {
+                tcp_listening(port)
+            } else {
+                std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+            };
+            if ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, dir, port }
+    }
+
+    /// Waits (at most 25 s) for SIPp to finish its calls and reads its traces.
+    ///
+    /// # Panics
+    /// When it does not finish in time.
+    pub async fn finish(mut self) -> SippTraces {
+        let status = tokio::time::timeout(Duration::from_secs(25), self.child.wait())
+            .await
+            .expect("SIPp did not finish")
+            .unwrap();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        SippTraces {
+            success: status.success(),
+            log: read("logs.log"),
+            messages: read("messages.log"),
+            errors: read("errors.log"),
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use verifyd_channels::{Channel, Delivery, OutboundMessage, Payload, SendError};
 use verifyd_core::{CallResult, Method, PhoneNumber};
-use verifyd_testkit::{free_tcp_port, free_udp_port};
+use verifyd_testkit::{free_tcp_port, free_udp_port, tcp_listening};
 use verifyd_voice::g711::Law;
 use verifyd_voice::{SipChannel, SipTrunkConfig, wav};
 
@@ -40,26 +40,6 @@ fn need(binary: &str) {
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
         .unwrap_or(false);
     assert!(found, "`{binary}` is not installed; run: {INSTALL}");
-}
-
-/// Whether a socket on loopback `port` is in the LISTEN state, read from /proc/net/tcp.
-/// Unlike a failed bind, this is false between a peer's bind() and its listen(), when a
-/// connection would be refused.
-fn tcp_listening(port: u16) -> bool {
-    // Each row: "sl local_address rem_address st ...", address as HEXIP:HEXPORT, st 0A = LISTEN.
-    let wanted = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
-        std::fs::read_to_string(table)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|row| {
-                let mut fields = row.split_whitespace().skip(1);
-                let local = fields.next().unwrap_or_default();
-                let state = fields.nth(1).unwrap_or_default();
-                local.ends_with(&wanted) && state == "0A"
-            })
-    })
 }
 
 fn trunk(port: u16) -> SipTrunkConfig {
@@ -211,10 +191,13 @@ fn parse_trace(trace: &str) -> Vec<Traced> {
 }
 
 /// SIPp as the far end, running one call of `scenario` and exiting.
-struct Sipp {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
+struct Sipp(verifyd_testkit::Sipp);
+
+impl std::ops::Deref for Sipp {
+    type Target = verifyd_testkit::Sipp;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Sipp {
@@ -256,71 +239,25 @@ impl Sipp {
         extra: &[&str],
     ) -> Self {
         need("sipp");
-        let media_port = free_udp_port();
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(scenario)
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &media_port.to_string()])
-            .args(["-m", "1", "-timeout", "20s", "-nostdin"])
-            .arg("-trace_logs")
-            .arg("-log_file")
-            .arg(dir.path().join("logs.log"))
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(dir.path().join("messages.log"))
-            .arg("-trace_err")
-            .arg("-error_file")
-            .arg(dir.path().join("errors.log"))
-            .args(extra)
-            .current_dir(dir.path())
-            .env("TZ", "UTC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run sipp: {e}; run: {INSTALL}"));
-        // Ready once it holds its port: over TCP once it listens (a bound socket that
-        // does not listen yet refuses connections), over UDP once it is bound.
-        let tcp = extra
-            .windows(2)
-            .any(|w| w[0] == "-t" && w[1].starts_with('t'));
-        for _ in 0..250 {
-            let ready = if tcp {
-                tcp_listening(port)
-            } else {
-                std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
-            };
-            if ready {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Sipp { child, dir, port }
+        Sipp(verifyd_testkit::Sipp::start(&scenario, port, extra, dir).await)
     }
 
     /// Waits for SIPp to finish its call and reads its traces.
-    async fn finish(mut self) -> SippRun {
-        let status = tokio::time::timeout(Duration::from_secs(25), self.child.wait())
-            .await
-            .expect("SIPp did not finish")
-            .unwrap();
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+    async fn finish(self) -> SippRun {
+        let traces = self.0.finish().await;
         let run = SippRun {
-            success: status.success(),
-            log: read("logs.log"),
-            messages: parse_trace(&read("messages.log")),
+            success: traces.success,
+            log: traces.log,
+            messages: parse_trace(&traces.messages),
         };
         if !run.success {
             eprintln!(
                 "SIPp errors:\n{}\nmessages: {:?}",
-                read("errors.log"),
+                traces.errors,
                 run.kinds()
             );
             if std::env::var_os("SIPP_DUMP").is_some() {
-                eprintln!("{}", read("messages.log"));
+                eprintln!("{}", traces.messages);
             }
         }
         run

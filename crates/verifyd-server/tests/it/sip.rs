@@ -3,66 +3,32 @@
 //! handset ends the verification ERROR with callResult BUSY.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
 use verifyd_testkit::free_udp_port;
 
 use crate::helpers::TestApp;
 
-struct Sipp {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
+struct Sipp(verifyd_testkit::Sipp);
 
 impl Sipp {
     async fn start(scenario: &str) -> Self {
         let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sip");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_udp_port();
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(e2e.join(scenario))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-mp",
-                &free_udp_port().to_string(),
-            ])
-            .args([
-                "-m",
-                "1",
-                "-timeout",
-                "20s",
-                "-nostdin",
-                "-trace_logs",
-                "-log_file",
-            ])
-            .arg(dir.path().join("logs.log"))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sipp (Debian sip-tester) must be installed: scripts/test.sh installs it");
-        for _ in 0..250 {
-            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        Self { child, dir, port }
+        Sipp(
+            verifyd_testkit::Sipp::start(
+                &e2e.join(scenario),
+                free_udp_port(),
+                &[],
+                tempfile::tempdir().unwrap(),
+            )
+            .await,
+        )
     }
 
-    async fn logs(mut self) -> String {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(25), self.child.wait()).await;
-        std::fs::read_to_string(self.dir.path().join("logs.log")).unwrap_or_default()
+    /// The scenario's log lines, once SIPp has finished.
+    async fn logs(self) -> String {
+        self.0.finish().await.log
     }
 }
 
@@ -83,7 +49,7 @@ name = "voice"
 methods = ["flashcall", "callout"]
 channel = "sip:carrier"
 "#,
-        sipp.port,
+        sipp.0.port,
         free_udp_port()
     ))
     .await
