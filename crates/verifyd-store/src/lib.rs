@@ -280,7 +280,7 @@ pub struct NewJob<'a> {
 /// The write a [`Guard`] protects.
 #[derive(Debug, Clone, Copy)]
 pub enum GuardedWrite<'a> {
-    /// Nothing but the guard's own gate and counters.
+    /// Nothing but the guard's own checks and counters.
     Nothing,
     /// [`Store::insert_verification`] (with a delivery job when `job` is set).
     Insert {
