@@ -233,18 +233,27 @@ impl Sipp {
     ///
     /// # Panics
     /// When it does not finish in time.
-    pub async fn finish(mut self) -> SippTraces {
-        let status = tokio::time::timeout(Duration::from_secs(25), self.child.wait())
+    pub async fn finish(self) -> SippTraces {
+        self.finish_within(Duration::from_secs(25))
             .await
-            .expect("SIPp did not finish")
-            .unwrap();
+            .unwrap_or_else(|traces| panic!("SIPp did not finish: {}", traces.errors))
+    }
+
+    /// Waits at most `limit` for SIPp to finish its calls and reads its traces; `Err`
+    /// (with the traces so far, `success` false) when it did not finish in time.
+    pub async fn finish_within(mut self, limit: Duration) -> Result<SippTraces, SippTraces> {
+        let status = tokio::time::timeout(limit, self.child.wait()).await;
         let read =
             |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        SippTraces {
-            success: status.success(),
+        let traces = |success| SippTraces {
+            success,
             log: read("logs.log"),
             messages: read("messages.log"),
             errors: read("errors.log"),
+        };
+        match status {
+            Ok(status) => Ok(traces(status.unwrap().success())),
+            Err(_) => Err(traces(false)),
         }
     }
 }

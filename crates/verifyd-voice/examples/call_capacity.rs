@@ -29,13 +29,11 @@
 use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
-use tokio::process::Command;
 use verifyd_channels::{Channel, OutboundMessage, Payload};
 use verifyd_core::{Method, PhoneNumber};
 use verifyd_testkit::free_udp_port;
@@ -156,54 +154,34 @@ fn parse_trace(trace: &str) -> Vec<Traced> {
     out
 }
 
-/// SIPp as the far end for `calls` calls of `scenario`.
-struct Sipp {
-    child: tokio::process::Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
+/// SIPp as the far end for `calls` calls of `scenario`, each held `HOLD_MS` before it
+/// rings.
+struct Sipp(verifyd_testkit::Sipp);
 
 impl Sipp {
+    /// `extra` arguments go last (`-d 1000` overrides the hold).
     async fn start(scenario: &str, calls: usize, extra: &[String]) -> Self {
+        let (calls, hold) = (calls.to_string(), HOLD_MS.to_string());
+        let mut args = vec!["-m", &calls, "-l", "100000", "-d", &hold];
+        args.extend(["-timeout", "30s", "-max_recv_loops", "10000"]);
+        args.extend(extra.iter().map(String::as_str));
         let dir = tempfile::tempdir().unwrap();
-        let port = free_udp_port();
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(e2e().join(scenario))
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &free_udp_port().to_string()])
-            .args(["-m", &calls.to_string(), "-l", "100000"])
-            .args(["-d", &HOLD_MS.to_string()])
-            .args(["-timeout", "30s", "-nostdin", "-max_recv_loops", "10000"])
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(dir.path().join("messages.log"))
-            .args(extra)
-            .current_dir(dir.path())
-            .env("TZ", "UTC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot run sipp (Debian sip-tester)");
-        for _ in 0..250 {
-            if UdpSocket::bind(("127.0.0.1", port)).is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Sipp { child, dir, port }
+        Sipp(verifyd_testkit::Sipp::start(&e2e().join(scenario), free_udp_port(), &args, dir).await)
     }
 
-    async fn finish(mut self) -> (bool, Vec<Traced>) {
-        let ok = tokio::time::timeout(Duration::from_secs(120), self.child.wait())
+    fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    /// Whether every call succeeded (false too when SIPp did not finish in 120 s), and
+    /// the messages it traced.
+    async fn finish(self) -> (bool, Vec<Traced>) {
+        let traces = self
+            .0
+            .finish_within(Duration::from_secs(120))
             .await
-            .map(|s| s.map(|s| s.success()).unwrap_or(false))
-            .unwrap_or(false);
-        let trace =
-            std::fs::read_to_string(self.dir.path().join("messages.log")).unwrap_or_default();
-        (ok, parse_trace(&trace))
+            .unwrap_or_else(|traces| traces);
+        (traces.success, parse_trace(&traces.messages))
     }
 }
 
@@ -350,7 +328,11 @@ fn errors_text(errors: &HashMap<String, usize>) -> String {
 
 async fn flash_level(n: usize) -> String {
     let sipp = Sipp::start("uas_hold_flash.xml", n, &[]).await;
-    let channel = Arc::new(SipChannel::start(trunk(sipp.port, n, None)).await.unwrap());
+    let channel = Arc::new(
+        SipChannel::start(trunk(sipp.port(), n, None))
+            .await
+            .unwrap(),
+    );
     let messages = (0..n)
         .map(|i| {
             message(
@@ -454,7 +436,11 @@ async fn callout_level(n: usize) -> String {
         &["-key".into(), "rtp_sink".into(), sink.port.to_string()],
     )
     .await;
-    let channel = Arc::new(SipChannel::start(trunk(sipp.port, n, None)).await.unwrap());
+    let channel = Arc::new(
+        SipChannel::start(trunk(sipp.port(), n, None))
+            .await
+            .unwrap(),
+    );
     let messages = (0..n)
         .map(|i| {
             message(
@@ -529,7 +515,7 @@ async fn callout_level(n: usize) -> String {
 async fn limits(n: usize, max_calls: usize, cps: u32) -> String {
     let sipp = Sipp::start("uas_hold_flash.xml", n, &["-d".into(), "1000".into()]).await;
     let channel = Arc::new(
-        SipChannel::start(trunk(sipp.port, max_calls, Some(cps)))
+        SipChannel::start(trunk(sipp.port(), max_calls, Some(cps)))
             .await
             .unwrap(),
     );
