@@ -8,143 +8,19 @@
 #![allow(clippy::expect_used, reason = "tests")]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use verifyd_channels::smpp::{MessageIdFormat, Sender, SmppChannel, SmppConfig, SmppStatus};
 use verifyd_channels::{
     Channel, Delivery, OutboundMessage, Payload, Receipt, ReceiptStatus, SendError,
 };
 use verifyd_core::{Method, PhoneNumber};
-
-/// `e2e/smsc` in the repository.
-fn smsc_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/smsc")
-}
-
-/// A running SMSC process.
-struct Smsc {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::UnboundedReceiver<String>,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Smsc {
-    /// Starts the SMSC on a free port with extra environment.
-    async fn start(env: &[(&str, &str)]) -> Self {
-        Self::start_on(0, env).await
-    }
-
-    /// Starts the SMSC on `port` (0: a free one).
-    async fn start_on(port: u16, env: &[(&str, &str)]) -> Self {
-        let dir = smsc_dir();
-        assert!(
-            dir.join("node_modules/smpp/package.json").exists(),
-            "{}/node_modules is missing: run `npm ci --prefix e2e/smsc` first",
-            dir.display()
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let log = tmp.path().join("smsc.jsonl");
-        let mut command = Command::new("node");
-        command
-            .arg(dir.join("smsc.js"))
-            .env("SMSC_PORT", port.to_string())
-            .env("SMSC_LOG", &log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("node must be installed");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = tokio::time::timeout(Duration::from_secs(10), lines.recv())
-            .await
-            .expect("the SMSC did not start within 10 s")
-            .expect("the SMSC exited before listening");
-        let port: u16 = first
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .parse()
-            .unwrap();
-        Self {
-            child,
-            stdin,
-            lines,
-            port,
-            log,
-            _dir: tmp,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("smpp://127.0.0.1:{}", self.port)
-    }
-
-    /// Sends one control command and returns the answer line.
-    async fn control(&mut self, command: Value) -> String {
-        let mut line = command.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        self.stdin.flush().await.unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(5), self.lines.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            answer.starts_with("ok ") || answer.starts_with("stats "),
-            "control failed: {answer}"
-        );
-        answer
-    }
-
-    async fn stats(&mut self) -> Value {
-        let answer = self.control(serde_json::json!({"cmd": "stats"})).await;
-        serde_json::from_str(answer.strip_prefix("stats ").unwrap()).unwrap()
-    }
-
-    /// Every logged event.
-    fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// Logged events of one kind.
-    fn events_of(&self, ev: &str) -> Vec<Value> {
-        self.events()
-            .into_iter()
-            .filter(|e| e["ev"] == ev)
-            .collect()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
+use verifyd_testkit::Smsc;
 
 /// A test channel configuration with fast reconnects and short timeouts.
 fn config(url: &str) -> SmppConfig {
@@ -395,7 +271,7 @@ async fn throttling_answers_are_retried_until_accepted() {
 async fn persistent_throttling_ends_in_retryable_with_a_retry_after() {
     let mut smsc = Smsc::start(&[]).await;
     let (channel, _receipts) = bound_channel(config(&smsc.url())).await;
-    smsc.control(serde_json::json!({"cmd": "set", "throttle_next": 100}))
+    smsc.control(&serde_json::json!({"cmd": "set", "throttle_next": 100}))
         .await;
     match channel.send(&sms("+4917012345670", "t")).await {
         Err(SendError::Retryable {
@@ -448,7 +324,7 @@ async fn an_error_status_is_permanent_and_not_retried() {
 async fn a_dropped_connection_never_duplicates_an_accepted_message() {
     let mut smsc = Smsc::start(&[("SMSC_RECEIPTS", "0")]).await;
     let (channel, _receipts) = bound_channel(config(&smsc.url())).await;
-    smsc.control(serde_json::json!({"cmd": "set", "drop_after": 20}))
+    smsc.control(&serde_json::json!({"cmd": "set", "drop_after": 20}))
         .await;
 
     let channel = Arc::new(channel);
@@ -698,7 +574,7 @@ async fn a_rejected_bind_makes_sends_permanent() {
 async fn the_channel_rebinds_after_the_smsc_unbinds() {
     let mut smsc = Smsc::start(&[]).await;
     let (channel, _receipts) = bound_channel(config(&smsc.url())).await;
-    smsc.control(serde_json::json!({"cmd": "unbind"})).await;
+    smsc.control(&serde_json::json!({"cmd": "unbind"})).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while smsc.events_of("bind_transceiver").len() < 2 {
         assert!(Instant::now() < deadline, "no second bind");
@@ -721,7 +597,7 @@ async fn a_silent_smsc_gives_outcome_unknown_and_a_new_session() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!smsc.events_of("enquire_link").is_empty());
 
-    smsc.control(serde_json::json!({"cmd": "mute"})).await;
+    smsc.control(&serde_json::json!({"cmd": "mute"})).await;
     match channel.send(&sms("+4917012345670", "lost")).await {
         Err(SendError::OutcomeUnknown { reason }) => {
             assert!(reason.contains("may have accepted"), "{reason}")
@@ -772,7 +648,7 @@ async fn smpps_works_with_a_self_signed_certificate() {
         ("SMSC_TLS_CERT", cert.to_str().unwrap()),
     ])
     .await;
-    let mut config = config(&format!("smpps://127.0.0.1:{}", smsc.port));
+    let mut config = config(&format!("smpps://127.0.0.1:{}", smsc.port()));
     config.tls_root_certs_pem = Some(std::fs::read_to_string(&cert).unwrap());
     let (channel, mut receipts) = bound_channel(config).await;
     let id = message_id(&channel.send(&sms("+4917012345670", "tls")).await.unwrap());
@@ -796,7 +672,7 @@ async fn throughput() {
         .unwrap_or(10);
     // No log and no receipts: measure the submit path only.
     let mut smsc = Smsc::start(&[("SMSC_RECEIPTS", "0"), ("SMSC_LOG", "")]).await;
-    let node_pid = smsc.child.id().unwrap();
+    let node_pid = smsc.pid();
     let mut config = config(&smsc.url());
     config.window = 10;
     let (channel, _receipts) = bound_channel(config).await;

@@ -1,6 +1,7 @@
 //! Test peers shared by verifyd's test suites (a dev-dependency only): where the repository
 //! and the shared specs are, free loopback ports, Prism (the contract mock and validating
-//! proxy, from `e2e/prism`) and SIPp (the SIP far end, Debian's `sip-tester`).
+//! proxy, from `e2e/prism`), SIPp (the SIP far end, Debian's `sip-tester`) and the SMSC
+//! (node-smpp's server, from `e2e/smsc`).
 
 #![allow(
     clippy::unwrap_used,
@@ -11,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
@@ -255,5 +258,175 @@ impl Sipp {
             Ok(status) => Ok(traces(status.unwrap().success())),
             Err(_) => Err(traces(false)),
         }
+    }
+}
+
+/// The SMSC test peer: node-smpp 0.5.1's server (`e2e/smsc/smsc.js`) on loopback. It logs
+/// one JSON line per PDU and connection event to a log in its own temporary directory, and
+/// takes control commands (one JSON object a line) on stdin. Killed on drop.
+pub struct Smsc {
+    child: Child,
+    stdin: ChildStdin,
+    /// Its stdout after the `listening` line: one answer per control command.
+    lines: mpsc::UnboundedReceiver<String>,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Smsc {
+    /// Starts the SMSC on a free port, with extra environment (`SMSC_*` settings; an
+    /// `SMSC_LOG` here overrides the log, `""` turns it off).
+    ///
+    /// # Panics
+    /// See [`Smsc::start_on`].
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_on(0, env).await
+    }
+
+    /// Starts the SMSC on `port` (0: a free one) with extra environment, and returns once it
+    /// listens.
+    ///
+    /// # Panics
+    /// When node-smpp is not installed (`npm ci --prefix e2e/smsc`), node cannot be run, or
+    /// the SMSC does not say it listens within 10 s.
+    pub async fn start_on(port: u16, env: &[(&str, &str)]) -> Self {
+        let dir = repo_root().join("e2e/smsc");
+        assert!(
+            dir.join("node_modules/smpp/package.json").exists(),
+            "{}/node_modules is missing: run `npm ci --prefix e2e/smsc` first (scripts/test.sh does)",
+            dir.display()
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("smsc.jsonl");
+        let mut command = Command::new("node");
+        command
+            .arg(dir.join("smsc.js"))
+            .env("SMSC_PORT", port.to_string())
+            .env("SMSC_LOG", &log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node ({e}): the SMSC needs it"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, mut lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = tokio::time::timeout(Duration::from_secs(10), lines.recv())
+            .await
+            .expect("the SMSC did not start within 10 s")
+            .expect("the SMSC exited before listening");
+        let port = first
+            .strip_prefix("listening ")
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("the SMSC's first line is not `listening <port>`: {first}"));
+        Self {
+            child,
+            stdin,
+            lines,
+            port,
+            log,
+            _dir: tmp,
+        }
+    }
+
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `smpp://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("smpp://127.0.0.1:{}", self.port)
+    }
+
+    /// The node process's id.
+    ///
+    /// # Panics
+    /// When the process has already been reaped.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the SMSC process is gone")
+    }
+
+    /// Sends one control command (`{"cmd": "set", ...}`, `drop`, `unbind`, `mute`, `stats`)
+    /// and returns its answer line.
+    ///
+    /// # Panics
+    /// When no answer comes within 5 s, or the answer is not `ok ...` (`stats ...` for
+    /// `stats`).
+    pub async fn control(&mut self, command: &Value) -> String {
+        let line = format!("{command}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("the SMSC does not take control commands ({e})"));
+        self.stdin.flush().await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), self.lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the SMSC did not answer {command} within 5 s"))
+            .unwrap_or_else(|| panic!("the SMSC exited before answering {command}"));
+        let expected = if command["cmd"] == "stats" {
+            "stats "
+        } else {
+            "ok "
+        };
+        assert!(
+            answer.starts_with(expected),
+            "SMSC control {command} failed: {answer}"
+        );
+        answer
+    }
+
+    /// Its counters: `binds`, `submits`, `accepted`, `max_in_flight`, `sessions`, `bound`.
+    pub async fn stats(&mut self) -> Value {
+        let answer = self.control(&serde_json::json!({"cmd": "stats"})).await;
+        let stats = answer.strip_prefix("stats ").unwrap();
+        serde_json::from_str(stats).unwrap_or_else(|e| panic!("SMSC stats ({e}): {stats}"))
+    }
+
+    /// Every event logged so far (`{"t": ms, "ev": ..., ...}`), oldest first. A last line
+    /// still being written is left out.
+    ///
+    /// # Panics
+    /// When a logged line is not JSON.
+    pub fn events(&self) -> Vec<Value> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        // Only whole lines: the SMSC may be halfway through writing the last one.
+        let whole = log.rfind('\n').map_or("", |end| &log[..end]);
+        whole
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("the SMSC logged a line that is not JSON ({e}): {line}")
+                })
+            })
+            .collect()
+    }
+
+    /// The logged events of one kind (`"ev"`): `bind_transceiver`, `submit_sm`,
+    /// `deliver_sm_resp`, ...
+    pub fn events_of(&self, ev: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["ev"] == ev)
+            .collect()
+    }
+
+    /// Kills the SMSC and waits for it to end.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
     }
 }

@@ -11,9 +11,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,6 +20,7 @@ use rand::Rng;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_postgres::NoTls;
+use verifyd_testkit::Smsc;
 
 const CODE: &str = "424242";
 
@@ -44,71 +43,6 @@ async fn fresh_database() -> String {
         .unwrap();
     let base = admin.rsplit_once('/').unwrap().0;
     format!("{base}/{name}")
-}
-
-/// The node-smpp SMSC (`e2e/smsc/smsc.js`) every node binds to; its JSON-lines log is read
-/// back to see what reached it.
-struct Smsc {
-    child: Child,
-    stdin: std::process::ChildStdin,
-    stdout: BufReader<std::process::ChildStdout>,
-    url: String,
-    log: PathBuf,
-}
-
-impl Smsc {
-    fn start(dir: &Path) -> Self {
-        let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/smsc");
-        assert!(
-            peer.join("node_modules/smpp/package.json").exists(),
-            "run `npm ci --prefix e2e/smsc` first"
-        );
-        let log = dir.join("smsc.jsonl");
-        let mut child = Command::new("node")
-            .arg(peer.join("smsc.js"))
-            .env("SMSC_PORT", "0")
-            .env("SMSC_LOG", &log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("listening ").unwrap().to_string();
-        Self {
-            child,
-            stdin,
-            stdout,
-            url: format!("smpp://127.0.0.1:{port}"),
-            log,
-        }
-    }
-
-    fn control(&mut self, command: &Value) {
-        use std::io::Write;
-        writeln!(self.stdin, "{command}").unwrap();
-        let mut answer = String::new();
-        self.stdout.read_line(&mut answer).unwrap();
-        assert!(answer.starts_with("ok "), "SMSC control: {answer}");
-    }
-
-    /// Every event the SMSC logged so far.
-    fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Smsc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn config(dir: &Path, port: u16, db: &str, callback: &str, smsc: &str) -> PathBuf {
@@ -266,11 +200,12 @@ async fn three_nodes_share_one_database_and_survive_losing_one() {
         .await;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut smsc = Smsc::start(dir.path());
+    // The node-smpp SMSC every node binds to; its event log shows what reached it.
+    let mut smsc = Smsc::start(&[]).await;
     let ports = [free_port(), free_port(), free_port()];
     let mut nodes = Vec::new();
     for port in ports {
-        let cfg = config(dir.path(), port, &db, &receiver.base, &smsc.url);
+        let cfg = config(dir.path(), port, &db, &receiver.base, &smsc.url());
         nodes.push(Some(Server::spawn(
             dir.path(),
             &["--config", cfg.to_str().unwrap()],
@@ -397,7 +332,7 @@ async fn three_nodes_share_one_database_and_survive_losing_one() {
         .count();
     alive[1].store(false, Ordering::SeqCst);
     nodes[1].take().unwrap().kill_hard();
-    smsc.control(&json!({"cmd": "drop"}));
+    smsc.control(&json!({"cmd": "drop"})).await;
     for w in workers {
         w.await.unwrap();
     }

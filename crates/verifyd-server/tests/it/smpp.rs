@@ -4,80 +4,20 @@
 //! connection mid-traffic nothing is lost and nothing is submitted twice.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use serde_json::{Value, json};
 use time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use verifyd_testkit::Smsc;
 
 use crate::helpers::{TestApp, outcome};
 
-struct Smsc {
-    _child: Child,
-    stdin: ChildStdin,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Smsc {
-    async fn start() -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/smsc");
-        assert!(
-            dir.join("node_modules/smpp").exists(),
-            "run `npm ci --prefix e2e/smsc` (scripts/test.sh does)"
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let log = tmp.path().join("smsc.jsonl");
-        let mut child = Command::new("node")
-            .arg(dir.join("smsc.js"))
-            .env("SMSC_PORT", "0")
-            .env("SMSC_LOG", &log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next_line().await.unwrap().unwrap();
-        let port = first.strip_prefix("listening ").unwrap().parse().unwrap();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            _child: child,
-            stdin,
-            port,
-            log,
-            _dir: tmp,
-        }
-    }
-
-    async fn control(&mut self, command: Value) {
-        self.stdin
-            .write_all(format!("{command}\n").as_bytes())
-            .await
-            .unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-
-    fn submits(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["ev"] == "submit_sm")
-            .collect()
-    }
-
-    fn accepted_to(&self, number: &str) -> Vec<Value> {
-        let digits = number.trim_start_matches('+');
-        self.submits()
-            .into_iter()
-            .filter(|e| e["dst"] == digits && e["status"] == 0)
-            .collect()
-    }
+/// The SMSC's `submit_sm` events that it accepted (status 0) for `number`.
+fn accepted_to(smsc: &Smsc, number: &str) -> Vec<Value> {
+    let digits = number.trim_start_matches('+');
+    smsc.events_of("submit_sm")
+        .into_iter()
+        .filter(|e| e["dst"] == digits && e["status"] == 0)
+        .collect()
 }
 
 async fn spawn(smsc: &Smsc) -> TestApp {
@@ -92,7 +32,7 @@ enabled = false
 max_retries = 10
 [[channels.smpp]]
 name = "smsc"
-url = "smpp://127.0.0.1:{}"
+url = "{}"
 system_id = "verifyd"
 password = "secret"
 source = "Verifyd"
@@ -101,7 +41,7 @@ name = "smpp"
 methods = ["sms"]
 channel = "smsc"
 "#,
-        smsc.port
+        smsc.url()
     ))
     .await;
     // Wait until the bind is up (the channel connects in the background).
@@ -115,11 +55,7 @@ channel = "smsc"
             .json()
             .await
             .unwrap();
-        if r["status"] == "ready"
-            && std::fs::read_to_string(&smsc.log)
-                .unwrap_or_default()
-                .contains("bind_transceiver")
-        {
+        if r["status"] == "ready" && !smsc.events_of("bind_transceiver").is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -133,11 +69,11 @@ async fn attempts(app: &TestApp, id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_code_goes_out_over_smpp_and_receipts_come_back() {
-    let smsc = Smsc::start().await;
+    let smsc = Smsc::start(&[]).await;
     let app = spawn(&smsc).await;
     let v = app.start_ok("sms", "+46700006001").await;
     let id = v["id"].as_str().unwrap();
-    let sent = smsc.accepted_to("+46700006001");
+    let sent = accepted_to(&smsc, "+46700006001");
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["src"], "Verifyd");
     assert_eq!(sent[0]["registered_delivery"], 1);
@@ -163,7 +99,7 @@ async fn the_code_goes_out_over_smpp_and_receipts_come_back() {
 
 #[tokio::test]
 async fn an_undeliverable_number_ends_in_sms_delivery_failure() {
-    let smsc = Smsc::start().await;
+    let smsc = Smsc::start(&[]).await;
     let app = spawn(&smsc).await;
     let v = app.start_ok("sms", "+46700006991").await; // the peer answers UNDELIV for …991
     let id = v["id"].as_str().unwrap();
@@ -189,7 +125,7 @@ async fn an_undeliverable_number_ends_in_sms_delivery_failure() {
 
 #[tokio::test]
 async fn unicode_and_long_texts_arrive_whole() {
-    let smsc = Smsc::start().await;
+    let smsc = Smsc::start(&[]).await;
     let app = spawn(&smsc).await;
     let template = format!("Ваш код {{{{CODE}}}} — {}", "ü".repeat(120));
     let r = app
@@ -199,7 +135,7 @@ async fn unicode_and_long_texts_arrive_whole() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    let parts = smsc.accepted_to("+46700006002");
+    let parts = accepted_to(&smsc, "+46700006002");
     assert!(parts.len() >= 2, "{parts:?}");
     assert!(parts.iter().all(|p| p["data_coding"] == 8), "UCS-2");
     let text: String = parts.iter().map(|p| p["text"].as_str().unwrap()).collect();
@@ -211,9 +147,9 @@ async fn unicode_and_long_texts_arrive_whole() {
 
 #[tokio::test]
 async fn a_dropped_connection_loses_nothing_and_duplicates_nothing() {
-    let mut smsc = Smsc::start().await;
+    let mut smsc = Smsc::start(&[]).await;
     let app = spawn(&smsc).await;
-    smsc.control(json!({"cmd": "set", "drop_after": 8})).await;
+    smsc.control(&json!({"cmd": "set", "drop_after": 8})).await;
     let numbers: Vec<String> = (0..24).map(|i| format!("+467000061{i:02}")).collect();
     let mut ids = HashMap::new();
     let starts = futures_lite(numbers.iter().map(|n| {
@@ -232,11 +168,7 @@ async fn a_dropped_connection_loses_nothing_and_duplicates_nothing() {
     }
     // The channel reconnects on its own (its back-off runs on real time) ...
     for _ in 0..500 {
-        let binds = std::fs::read_to_string(&smsc.log)
-            .unwrap_or_default()
-            .matches("\"bind_transceiver\"")
-            .count();
-        if binds >= 2 {
+        if smsc.events_of("bind_transceiver").len() >= 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -248,7 +180,7 @@ async fn a_dropped_connection_loses_nothing_and_duplicates_nothing() {
         app.app.run_due_jobs().await.unwrap();
         let mut settled = true;
         for n in &numbers {
-            if smsc.accepted_to(n).is_empty()
+            if accepted_to(&smsc, n).is_empty()
                 && !attempts(&app, &ids[n])
                     .await
                     .iter()
@@ -264,7 +196,7 @@ async fn a_dropped_connection_loses_nothing_and_duplicates_nothing() {
     }
     let mut submitted = 0;
     for n in &numbers {
-        let accepted = smsc.accepted_to(n);
+        let accepted = accepted_to(&smsc, n);
         assert!(
             accepted.len() <= 1,
             "{n} was submitted {} times",
@@ -281,10 +213,16 @@ async fn a_dropped_connection_loses_nothing_and_duplicates_nothing() {
         } else {
             // Not at the SMSC: its fate is on record.
             if !outcomes.iter().any(|o| o.starts_with("outcome unknown")) {
-                let log = std::fs::read_to_string(&smsc.log).unwrap_or_default();
-                let interesting: Vec<&str> = log
-                    .lines()
-                    .filter(|l| !l.contains("\"submit_sm\"") && !l.contains("deliver_sm"))
+                let interesting: Vec<String> = smsc
+                    .events()
+                    .iter()
+                    .filter(|e| {
+                        !matches!(
+                            e["ev"].as_str(),
+                            Some("submit_sm" | "deliver_sm" | "deliver_sm_resp")
+                        )
+                    })
+                    .map(Value::to_string)
                     .collect();
                 panic!(
                     "{n} lost without a record: {outcomes:?}\n{}",
