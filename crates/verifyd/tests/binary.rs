@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{KEY, SECRET, Server, free_port, signed, write_config};
+use common::{KEY, SECRET, Server, free_port, inbox_code, signed, write_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -240,15 +240,7 @@ async fn logs_carry_neither_codes_nor_secrets_nor_whole_numbers_and_sigterm_stop
         .as_str()
         .unwrap()
         .to_string();
-    let inbox: Value = http
-        .get(format!("{url}/inbox/v1/messages?to=%2B46700000801"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let code = inbox["messages"][0]["code"].as_str().unwrap().to_string();
+    let code = inbox_code(&http, &url, number).await;
     let r = signed(
         &http,
         &url,

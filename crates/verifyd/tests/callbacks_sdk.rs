@@ -12,7 +12,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{KEY, NodeReceiver, SECRET, Server, free_port, signed};
+use common::{KEY, NodeReceiver, SECRET, Server, free_port, inbox_code, signed};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -39,19 +39,6 @@ callback_url = "{callback_url}"
     )
     .unwrap();
     path
-}
-
-async fn inbox_code(http: &reqwest::Client, base: &str, number: &str) -> String {
-    let v: Value = http
-        .get(format!("{base}/inbox/v1/messages"))
-        .query(&[("to", number)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["messages"][0]["code"].as_str().unwrap().to_string()
 }
 
 async fn start(
