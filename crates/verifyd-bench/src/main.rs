@@ -125,6 +125,9 @@ enum NumberOrder {
     /// B-tree pages in the store's number-keyed indexes, so starts look cheaper than they
     /// are.
     Sequential,
+    /// Mobile numbers of every numbering plan in turn (each plan's example mobile number
+    /// with its last four digits counted), as a service with worldwide users sees them.
+    International,
 }
 
 /// `--sync` values.
@@ -236,21 +239,63 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hands out distinct Swedish mobile numbers, `+4670` and seven digits, in the order
-/// `--numbers` asks for.
-struct Numbers(u64, NumberOrder);
+/// Hands out distinct mobile numbers in the order `--numbers` asks for: Swedish ones,
+/// `+4670` and seven digits, or every plan's in turn.
+struct Numbers {
+    next: u64,
+    order: NumberOrder,
+    /// For [`NumberOrder::International`]: each plan's example mobile number without its
+    /// last four digits, and how many numbers of it were handed out.
+    plans: Vec<(String, u64)>,
+    /// Picks the plan of each international number (seeded: every run asks the same).
+    pick: rand::rngs::StdRng,
+}
 
 impl Numbers {
-    fn next(&mut self) -> anyhow::Result<String> {
-        anyhow::ensure!(self.0 < 10_000_000, "ran out of distinct +4670 numbers");
-        let n = match self.1 {
-            // A bijection of 0..10^7: the multiplier is coprime to 10^7.
-            NumberOrder::Scattered => (self.0 * 7_654_321 + 1_234_567) % 10_000_000,
-            NumberOrder::Sequential => self.0,
+    fn new(order: NumberOrder) -> Self {
+        let plans = if order == NumberOrder::International {
+            // Plans that share a country code can share an example (+44: GB, GG, JE, IM).
+            let prefixes: std::collections::BTreeSet<String> =
+                verifyd_core::phone::example_mobile_numbers()
+                    .into_iter()
+                    .filter(|n| n.len() >= 10)
+                    .map(|mut n| {
+                        n.truncate(n.len() - 4);
+                        n
+                    })
+                    .collect();
+            prefixes.into_iter().map(|p| (p, 0)).collect()
+        } else {
+            Vec::new()
         };
-        let number = format!("+4670{n:07}");
-        self.0 += 1;
-        Ok(number)
+        Self {
+            next: 0,
+            order,
+            plans,
+            pick: rand::SeedableRng::seed_from_u64(7),
+        }
+    }
+
+    fn next(&mut self) -> anyhow::Result<String> {
+        let i = self.next;
+        self.next += 1;
+        if self.order == NumberOrder::International {
+            anyhow::ensure!(!self.plans.is_empty(), "no example numbers");
+            // Uniformly over the plans, in random order (a cycle through them all would
+            // be the worst case of any cache keyed by plan).
+            let at = rand::Rng::random_range(&mut self.pick, 0..self.plans.len());
+            let (prefix, used) = &mut self.plans[at];
+            anyhow::ensure!(*used < 10_000, "ran out of distinct numbers for {prefix}");
+            *used += 1;
+            return Ok(format!("{prefix}{:04}", *used - 1));
+        }
+        anyhow::ensure!(i < 10_000_000, "ran out of distinct +4670 numbers");
+        let n = match self.order {
+            // A bijection of 0..10^7: the multiplier is coprime to 10^7.
+            NumberOrder::Scattered => (i * 7_654_321 + 1_234_567) % 10_000_000,
+            _ => i,
+        };
+        Ok(format!("+4670{n:07}"))
     }
 }
 
@@ -485,7 +530,7 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<(Vec<Level>, Opti
     let verifyd_warm: Uri = format!("{verifyd}/healthz").parse()?;
     let ceiling_warm: Uri = format!("{ceiling}/healthz").parse()?;
     let wanted = |p: PhaseName| args.phases.contains(&p);
-    let mut numbers = Numbers(0, args.numbers);
+    let mut numbers = Numbers::new(args.numbers);
     let mut levels = Vec::new();
 
     for &c in &args.concurrency {

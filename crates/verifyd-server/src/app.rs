@@ -165,6 +165,11 @@ impl App {
     /// If the store fails.
     pub async fn build_with(parts: Parts) -> anyhow::Result<Self> {
         crate::metrics::handle();
+        // The numbering plans load now, not in the first requests (they would all wait
+        // for it, about 90 ms).
+        tokio::task::spawn_blocking(verifyd_core::phone::warm_up)
+            .await
+            .context("Failed to load the numbering plans")?;
         let Parts {
             settings,
             store,
