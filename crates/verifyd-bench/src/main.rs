@@ -125,8 +125,9 @@ enum NumberOrder {
     /// B-tree pages in the store's number-keyed indexes, so starts look cheaper than they
     /// are.
     Sequential,
-    /// Mobile numbers of every numbering plan in turn (each plan's example mobile number
-    /// with its last four digits counted), as a service with worldwide users sees them.
+    /// Mobile numbers of every numbering plan, the plan picked at random for each start
+    /// (its example mobile number with the last four digits counted), as a service with
+    /// users everywhere sees them.
     International,
 }
 
@@ -240,7 +241,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Hands out distinct mobile numbers in the order `--numbers` asks for: Swedish ones,
-/// `+4670` and seven digits, or every plan's in turn.
+/// `+4670` and seven digits, or any plan's at random.
 struct Numbers {
     next: u64,
     order: NumberOrder,
