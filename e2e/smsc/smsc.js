@@ -14,6 +14,7 @@
 //   SMSC_RECEIPT_TLVS      0 = receipts carry only the text, no receipted_message_id /
 //                          message_state TLVs (default 1)
 //   SMSC_RESPONSE_DELAY_MS delay before each submit_sm_resp (default 0)
+//   SMSC_BIND_DELAY_MS     delay before each bind response (default 0)
 //   SMSC_THROTTLE_N        how many times a "throttle" destination is throttled (default 2)
 //   SMSC_ID_FORMAT         "text" (default): ids "msg<n>" everywhere;
 //                          "hex": submit_sm_resp and the receipted_message_id TLV carry the id
@@ -37,7 +38,7 @@
 //
 // Control channel: one JSON object per stdin line, one stdout line back.
 //   {"cmd":"set", <any of the keys below>}                        -> "ok set"
-//       receipts (bool), receipt_delay_ms, response_delay_ms,
+//       receipts (bool), receipt_delay_ms, response_delay_ms, bind_delay_ms,
 //       throttle_next (N: the next N submits get ESME_RTHROTTLED, whatever the destination),
 //       drop_after (N: answer N more submits, then destroy the connection that carried the
 //       Nth; submits arriving on it after that are discarded unanswered and logged as
@@ -75,6 +76,7 @@ const settings = {
   receipt_delay_ms: num(env.SMSC_RECEIPT_DELAY_MS, 100),
   receipt_tlvs: env.SMSC_RECEIPT_TLVS !== '0',
   response_delay_ms: num(env.SMSC_RESPONSE_DELAY_MS, 0),
+  bind_delay_ms: num(env.SMSC_BIND_DELAY_MS, 0),
   throttle_n: num(env.SMSC_THROTTLE_N, 2),
   throttle_next: 0,
   drop_after: null,
@@ -262,12 +264,16 @@ function onSession(session) {
       let status = smpp.ESME_ROK;
       if (env.SMSC_PASSWORD !== undefined && pdu.password !== env.SMSC_PASSWORD) status = smpp.ESME_RINVPASWD;
       rec({ ev: b, session: session.sid, system_id: pdu.system_id, interface_version: pdu.interface_version, status });
-      if (status === smpp.ESME_ROK) {
-        session.bound = true;
-        session.send(pdu.response({ system_id: 'NODESMSC' }));
-      } else {
-        session.send(pdu.response({ command_status: status }));
-      }
+      const answer = () => {
+        if (status === smpp.ESME_ROK) {
+          session.bound = true;
+          session.send(pdu.response({ system_id: 'NODESMSC' }));
+        } else {
+          session.send(pdu.response({ command_status: status }));
+        }
+      };
+      if (settings.bind_delay_ms > 0) setTimeout(answer, settings.bind_delay_ms);
+      else answer();
     });
   }
   session.on('enquire_link', (pdu) => {
@@ -311,7 +317,7 @@ control.on('line', (line) => {
   }
   switch (msg.cmd) {
     case 'set':
-      for (const k of ['receipts', 'receipt_delay_ms', 'response_delay_ms', 'throttle_next', 'drop_after']) {
+      for (const k of ['receipts', 'receipt_delay_ms', 'response_delay_ms', 'bind_delay_ms', 'throttle_next', 'drop_after']) {
         if (k in msg) settings[k] = msg[k];
       }
       process.stdout.write('ok set\n');

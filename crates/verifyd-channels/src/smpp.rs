@@ -2,8 +2,11 @@
 //!
 //! [`SmppChannel::connect`] validates an [`SmppConfig`] and starts a background session task;
 //! it does not wait for the SMSC, so the channel can be built while the SMSC is down and starts
-//! working once a bind succeeds. Sends made while no session is bound fail fast with
-//! [`SendError::Retryable`].
+//! working once a bind succeeds. A send made while a session is being set up (connecting and
+//! binding: just after start-up, or a reconnect) waits for it, at most
+//! [`SmppConfig::response_timeout`], so the first messages after a start go out with the bind
+//! rather than after the caller's retry back-off. Sends made while no session is up (between
+//! reconnects) fail fast with [`SendError::Retryable`].
 //!
 //! # Session
 //! - One TCP (or TLS, `smpps://`) connection, `bind_transceiver` with `interface_version`
@@ -269,6 +272,8 @@ struct Inner {
     message_ids: MessageIdFormat,
     throttle_retries: u32,
     throttle_backoff: Duration,
+    /// How long a send waits for a session that is being set up.
+    setup_wait: Duration,
     /// The session task publishes the bound client (or why there is none) here.
     state: watch::Receiver<SessionState>,
     /// One permit per unanswered `submit_sm`.
@@ -580,6 +585,7 @@ impl SmppChannel {
                 message_ids: config.message_ids,
                 throttle_retries: config.throttle_retries,
                 throttle_backoff: config.throttle_backoff,
+                setup_wait: config.response_timeout,
                 state: state_rx,
                 window: Semaphore::new(config.window),
                 pacer: crate::pacer::Pacer::new(config.tps),
@@ -666,6 +672,17 @@ impl SmppChannel {
     async fn submit(&self, sm: &SubmitSm) -> Result<SubmitSmResp, SubmitFailure> {
         let inner = &self.inner;
         let mut attempt: u32 = 0;
+        let connecting = matches!(&*inner.state.borrow(), SessionState::Connecting);
+        if connecting {
+            let mut state = inner.state.clone();
+            // Whatever it ends in (bound, down, rejected, or still connecting at the
+            // deadline) is judged below.
+            let _ = tokio::time::timeout(
+                inner.setup_wait,
+                state.wait_for(|s| !matches!(s, SessionState::Connecting)),
+            )
+            .await;
+        }
         loop {
             let permit = inner
                 .window

@@ -522,6 +522,29 @@ async fn tps_caps_the_submit_rate() {
 }
 
 #[tokio::test]
+async fn a_send_during_the_first_bind_waits_for_it() {
+    init_logs();
+    let smsc = Smsc::start(&[("SMSC_BIND_DELAY_MS", "300")]).await;
+    let (tx, _receipts) = mpsc::unbounded_channel();
+    let channel = SmppChannel::connect(config(&smsc.url()), tx).unwrap();
+    // The SMSC holds the bind response back: the session is still being set up.
+    while smsc.events_of("bind_transceiver").is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(channel.status(), SmppStatus::Connecting);
+
+    let delivery = channel
+        .send(&sms("+4917012345670", "right after start-up"))
+        .await
+        .unwrap();
+    let submits = smsc.events_of("submit_sm");
+    assert_eq!(submits.len(), 1);
+    assert_eq!(submits[0]["id"], message_id(&delivery).as_str());
+    assert_eq!(smsc.events_of("bind_transceiver").len(), 1);
+    smsc.stop().await;
+}
+
+#[tokio::test]
 async fn the_channel_binds_once_a_down_smsc_comes_up() {
     // A port nobody listens on (yet).
     let port = {
