@@ -52,6 +52,17 @@ pub fn free_tcp_port() -> u16 {
         .port()
 }
 
+/// A loopback port that was free a moment ago for both TCP and UDP (for a peer that
+/// listens on either, as SIPp does).
+pub fn free_port() -> u16 {
+    loop {
+        let port = free_tcp_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A loopback UDP port that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -218,18 +229,25 @@ impl Sipp {
         let tcp = extra
             .windows(2)
             .any(|w| w[0] == "-t" && w[1].starts_with('t'));
-        for _ in 0..250 {
+        let mut sipp = Self { child, dir, port };
+        // Generous: on a loaded 2-core machine a dozen peers start at once.
+        for _ in 0..750 {
             let ready = if tcp {
                 tcp_listening(port)
             } else {
                 std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
             };
             if ready {
-                break;
+                return sipp;
+            }
+            if let Ok(Some(status)) = sipp.child.try_wait() {
+                let errors =
+                    std::fs::read_to_string(sipp.dir.path().join("errors.log")).unwrap_or_default();
+                panic!("SIPp exited before it held port {port} ({status}): {errors}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Self { child, dir, port }
+        panic!("SIPp did not hold port {port} within 15 s");
     }
 
     /// Waits (at most 25 s) for SIPp to finish its calls and reads its traces.

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use verifyd_channels::{Channel, Delivery, OutboundMessage, Payload, SendError};
 use verifyd_core::{CallResult, Method, PhoneNumber};
-use verifyd_testkit::{free_tcp_port, free_udp_port, tcp_listening};
+use verifyd_testkit::{free_port, free_tcp_port, free_udp_port, tcp_listening};
 use verifyd_voice::g711::Law;
 use verifyd_voice::{SipChannel, SipTrunkConfig, wav};
 
@@ -208,7 +208,7 @@ impl Sipp {
     /// `extra` arguments go last (`-m 2` overrides the default `-m 1`).
     async fn start_with(scenario: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        Self::start_file(e2e().join(scenario), dir, free_udp_port(), extra).await
+        Self::start_file(e2e().join(scenario), dir, free_port(), extra).await
     }
 
     /// A template scenario (`uas_auth.xml`) with each `(placeholder, value)` filled in.
