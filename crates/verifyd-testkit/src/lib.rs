@@ -1,7 +1,7 @@
 //! Test peers shared by verifyd's test suites (a dev-dependency only): where the repository
 //! and the shared specs are, free loopback ports, Prism (the contract mock and validating
 //! proxy, from `e2e/prism`), SIPp (the SIP far end, Debian's `sip-tester`) and the SMSC
-//! (node-smpp's server, from `e2e/smsc`).
+//! (node-smpp's server, from `e2e/smsc`); and verifyd's own dev inbox, read over HTTP.
 
 #![allow(
     clippy::unwrap_used,
@@ -149,6 +149,37 @@ impl Prism {
     }
 }
 
+/// What the dev inbox of the verifyd at `base` (`http://127.0.0.1:PORT`) holds for
+/// `number`, newest first: `{"messages": [...]}`.
+pub async fn inbox(http: &reqwest::Client, base: &str, number: &str) -> Value {
+    http.get(format!("{base}/inbox/v1/messages"))
+        .query(&[("to", number)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The code of the newest dev-inbox message to `number`.
+pub async fn inbox_code(http: &reqwest::Client, base: &str, number: &str) -> String {
+    inbox(http, base, number).await["messages"][0]["code"]
+        .as_str()
+        .expect("a code in the inbox")
+        .to_string()
+}
+
+/// Whether a peer holds loopback `port`: listening on it over TCP (`tcp`), else bound to it
+/// over UDP.
+pub fn port_held(port: u16, tcp: bool) -> bool {
+    if tcp {
+        tcp_listening(port)
+    } else {
+        std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+    }
+}
+
 /// Whether a socket on loopback `port` is in the LISTEN state, read from /proc/net/tcp.
 /// Unlike a failed bind, this is false between a peer's bind() and its listen(), when a
 /// connection would still be refused.
@@ -232,12 +263,7 @@ impl Sipp {
         let mut sipp = Self { child, dir, port };
         // Generous: on a loaded 2-core machine a dozen peers start at once.
         for _ in 0..750 {
-            let ready = if tcp {
-                tcp_listening(port)
-            } else {
-                std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
-            };
-            if ready {
+            if port_held(port, tcp) {
                 return sipp;
             }
             if let Ok(Some(status)) = sipp.child.try_wait() {

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use verifyd_channels::{Channel, Delivery, OutboundMessage, Payload, SendError};
 use verifyd_core::{CallResult, Method, PhoneNumber};
-use verifyd_testkit::{free_port, free_tcp_port, free_udp_port, tcp_listening};
+use verifyd_testkit::{free_port, free_tcp_port, free_udp_port, port_held};
 use verifyd_voice::g711::Law;
 use verifyd_voice::{SipChannel, SipTrunkConfig, wav};
 
@@ -1020,12 +1020,7 @@ impl Kamailio {
             }
         });
         for _ in 0..250 {
-            let held = if tcp {
-                tcp_listening(port)
-            } else {
-                std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
-            };
-            if held {
+            if port_held(port, tcp) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

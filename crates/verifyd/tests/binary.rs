@@ -9,9 +9,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{KEY, SECRET, Server, free_port, inbox_code, signed, write_config};
+use common::{KEY, SECRET, Server, free_port, signed, write_config};
 use reqwest::Method;
 use serde_json::{Value, json};
+use verifyd_testkit::inbox_code;
 
 #[tokio::test]
 async fn serve_with_no_config_creates_an_application_and_prints_it_once() {

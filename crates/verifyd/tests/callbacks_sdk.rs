@@ -12,9 +12,10 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{KEY, NodeReceiver, SECRET, Server, free_port, inbox_code, signed};
+use common::{KEY, NodeReceiver, SECRET, Server, free_port, signed};
 use reqwest::Method;
 use serde_json::{Value, json};
+use verifyd_testkit::inbox_code;
 
 fn config(dir: &std::path::Path, port: u16, callback_url: &str) -> PathBuf {
     let path = dir.join("verifyd.toml");

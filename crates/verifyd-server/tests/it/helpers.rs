@@ -235,22 +235,11 @@ impl TestApp {
 
     /// The newest captured code for `number`.
     pub async fn inbox_code(&self, number: &str) -> String {
-        self.inbox(number).await["messages"][0]["code"]
-            .as_str()
-            .expect("a code in the inbox")
-            .to_string()
+        verifyd_testkit::inbox_code(&self.http, &self.url, number).await
     }
 
     pub async fn inbox(&self, number: &str) -> Value {
-        self.http
-            .get(format!("{}/inbox/v1/messages", self.url))
-            .query(&[("to", number)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        verifyd_testkit::inbox(&self.http, &self.url, number).await
     }
 }
 

@@ -246,17 +246,3 @@ impl Drop for NodeReceiver {
         let _ = self.child.wait();
     }
 }
-
-/// The code of the newest dev-inbox message to `number`.
-pub async fn inbox_code(http: &::reqwest::Client, base: &str, number: &str) -> String {
-    let v: serde_json::Value = http
-        .get(format!("{base}/inbox/v1/messages"))
-        .query(&[("to", number)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["messages"][0]["code"].as_str().unwrap().to_string()
-}
